@@ -1,0 +1,51 @@
+# Mentoring Lab. `make lab` and `make test` are the two commands a learner needs;
+# both create .venv on first use and reinstall only when pyproject.toml changes.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PORT   ?= 8888
+NB     ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup lab test test-unit test-nb bench book index lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@echo "  NB=notebooks/01_optimization.ipynb make test-nb   runs one notebook's checks"
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e .
+	@touch $(STAMP)
+
+setup: $(STAMP) ## create .venv if missing and install (idempotent)
+
+lab: setup ## open JupyterLab on notebooks/ (PORT=8888)
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --port=$(PORT) --ServerApp.ip=127.0.0.1
+
+test: setup ## unit tests and every notebook (nbval)
+	$(PY) -m pytest
+
+test-unit: setup ## unit tests only
+	$(PY) -m pytest tests
+
+test-nb: setup ## one notebook: NB=notebooks/00_pytorch_primer.ipynb
+	$(PY) -m pytest -n 0 $(NB)
+
+bench: setup ## time every notebook and the ratio benchmarks into build/bench.md
+	$(PY) -m utils.bench --out build/bench.md
+
+book: setup ## execute notebooks into build/html with an index of verdicts; refresh README's answer index
+	$(PY) -m utils.book --out build/html
+
+index: setup ## refresh README's answer index from the verdicts of the last run (build/verdicts)
+	$(PY) -m utils.answer_index --readme README.md
+
+lint: setup ## ruff on utils, tests and notebooks
+	$(VENV)/bin/ruff check utils tests notebooks
+	$(VENV)/bin/ruff format --check utils tests
+
+clean: ## remove build outputs and caches (keeps .venv)
+	rm -rf build .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +

@@ -1,0 +1,278 @@
+"""Verdicts: every answer in the curriculum as something a test can check.
+
+A verdict takes a question ID, the claim in one sentence, evidence (named metrics, one value
+per seed), a status (``supported`` / ``refuted`` / ``nuanced``) and the condition that the
+evidence must satisfy, written as a Python expression over the metric names. It
+
+* raises ``AssertionError`` with the evidence table when the condition is false (so nbval fails
+  the notebook when a claim stops holding),
+* returns a :class:`Verdict` that displays as a compact table (metric, mean ± std, n) and a
+  one-line verdict, and
+* writes a JSON record to ``build/verdicts/<ID>.json`` that ``make index`` / ``make book`` turn
+  into the answer index.
+
+Example::
+
+    verdict("O6", "Nesterov damps the oscillation of heavy-ball momentum",
+            {"flips_heavy_ball": [12, 13, 12], "flips_nesterov": [3, 3, 4]},
+            status="supported",
+            expect="min(flips_heavy_ball) > 2 * max(flips_nesterov)")
+
+The condition is evaluated with each metric bound to a float numpy array of its per-seed values
+and with ``mean``, ``std`` (sample, ddof=1), ``min``, ``max``, ``abs``, ``all``, ``any``, ``np``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+STATUSES = ("supported", "refuted", "nuanced")
+MIN_SEEDS = 3
+# Question-ID prefix -> notebook that answers it (QUESTIONS.md sections).
+NOTEBOOK_OF_PREFIX = {
+    "M": "00_pytorch_primer",
+    "O": "01_optimization",
+    "R": "02_regularization",
+    "T": "03_transfer_learning",
+    "A": "04_attention_scaling",
+    "N": "05_normalization",
+}
+_QID = re.compile(r"^[MORTAN][1-9]\d*$")
+_SESSION: dict[str, Verdict] = {}
+
+
+def record_dir() -> Path:
+    """Folder of the JSON verdict records: env ``LAB_VERDICT_DIR`` or ``<repo>/build/verdicts``."""
+    env = os.environ.get("LAB_VERDICT_DIR")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "build" / "verdicts"
+
+
+def _std(values: np.ndarray) -> float:
+    return float(np.std(values, ddof=1)) if values.size > 1 else 0.0
+
+
+def _fmt(x: float) -> str:
+    if not math.isfinite(x):
+        return str(x)
+    if x == 0:
+        return "0"
+    if abs(x) >= 1e4 or abs(x) < 1e-3:
+        return f"{x:.3g}"
+    return f"{x:.4g}"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A checked answer: what was claimed, the evidence per seed, the status and the condition."""
+
+    qid: str
+    claim: str
+    status: str
+    expect: str
+    evidence: dict[str, list[float]]
+    headline: str
+    lab_seed: int | None = None
+    notebook: str = field(default="")
+
+    def rows(self) -> list[tuple[str, str, int, str]]:
+        """(metric, 'mean ± std', n, per-seed values) per metric."""
+        out = []
+        for name, vals in self.evidence.items():
+            arr = np.asarray(vals, dtype=float)
+            per_seed = ", ".join(_fmt(v) for v in arr)
+            out.append((name, f"{_fmt(float(arr.mean()))} ± {_fmt(_std(arr))}", arr.size, per_seed))
+        return out
+
+    def line(self) -> str:
+        """The one-line verdict."""
+        return f"{self.qid} · {self.status.upper()} · {self.claim} — {self.headline}"
+
+    def __str__(self) -> str:
+        rows = self.rows()
+        w = max(len("metric"), *(len(r[0]) for r in rows))
+        v = max(len("mean ± std"), *(len(r[1]) for r in rows))
+        lines = [f"{'metric':<{w}}  {'mean ± std':<{v}}  n  per seed"]
+        lines += [f"{r[0]:<{w}}  {r[1]:<{v}}  {r[2]}  {r[3]}" for r in rows]
+        lines += [f"asserted: {self.expect}", self.line()]
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        colour = {"supported": "#1a7f37", "refuted": "#cf222e", "nuanced": "#9a6700"}[self.status]
+        body = "".join(
+            f"<tr><td><code>{html.escape(r[0])}</code></td><td>{html.escape(r[1])}</td>"
+            f"<td>{r[2]}</td><td>{html.escape(r[3])}</td></tr>"
+            for r in self.rows()
+        )
+        return (
+            f"<table><thead><tr><th>metric</th><th>mean ± std</th><th>n</th><th>per seed</th>"
+            f"</tr></thead><tbody>{body}</tbody></table>"
+            f"<p>asserted: <code>{html.escape(self.expect)}</code><br>"
+            f"<b>{html.escape(self.qid)} · <span style='color:{colour}'>"
+            f"{self.status.upper()}</span></b> · {html.escape(self.claim)} — "
+            f"{html.escape(self.headline)}</p>"
+        )
+
+    def to_record(self) -> dict:
+        """The JSON-ready record used by the answer index."""
+        return {
+            "qid": self.qid,
+            "notebook": self.notebook,
+            "claim": self.claim,
+            "status": self.status,
+            "expect": self.expect,
+            "headline": self.headline,
+            "lab_seed": self.lab_seed,
+            "metrics": {
+                name: {
+                    "mean": float(np.mean(vals)),
+                    "std": _std(np.asarray(vals, dtype=float)),
+                    "n": len(vals),
+                    "values": [float(v) for v in vals],
+                }
+                for name, vals in self.evidence.items()
+            },
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+
+
+def _as_values(name: str, values) -> list[float]:
+    if hasattr(values, "detach"):  # torch tensor
+        values = values.detach().cpu().numpy()
+    if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)):
+        raise TypeError(
+            f"evidence[{name!r}] must be a sequence of numbers (one per seed), "
+            f"got {type(values).__name__}"
+        )
+    arr = np.asarray(values, dtype=float)
+    if arr.ndim != 1:
+        raise ValueError(f"evidence[{name!r}] must be 1-D (one value per seed), got shape {arr.shape}")
+    return [float(v) for v in arr]
+
+
+def verdict(
+    qid: str,
+    claim: str,
+    evidence: Mapping[str, Sequence[float]],
+    *,
+    status: str,
+    expect: str,
+    headline: str | None = None,
+    min_seeds: int = MIN_SEEDS,
+) -> Verdict:
+    """Check a claim against per-seed evidence, record it and return the displayable verdict.
+
+    Args:
+        qid: question ID from QUESTIONS.md, e.g. ``"O6"`` (prefix M, O, R, T, A or N).
+        claim: the claim or question in one sentence (shown in the answer index).
+        evidence: metric name (a Python identifier) -> one float per seed (list, tuple, 1-D
+            numpy array or 1-D tensor). NaN/inf are kept: a diverged run is evidence.
+        status: ``"supported"``, ``"refuted"`` or ``"nuanced"``.
+        expect: Python expression over the metric names that the evidence must satisfy, e.g.
+            ``"mean(sgd_band) < mean(adam_band)"``; ``mean``/``std``/``min``/``max``/``abs``/
+            ``all``/``any``/``np`` are available.
+        headline: the headline number for the index; default: first metric's mean ± std.
+        min_seeds: minimum number of values per metric (default 3).
+
+    Returns:
+        Verdict: displays as the evidence table plus the one-line verdict.
+
+    Raises:
+        TypeError: for arguments of the wrong type.
+        ValueError: for an unknown status, a malformed ID, an empty or non-identifier metric
+            name, fewer than ``min_seeds`` values, or an ``expect`` that names an unknown metric.
+        AssertionError: when ``expect`` is false on the evidence (message holds the table).
+    """
+    if not isinstance(qid, str) or not _QID.match(qid):
+        raise ValueError(f"qid must look like 'O6' (prefix one of {sorted(NOTEBOOK_OF_PREFIX)}), got {qid!r}")
+    if not isinstance(claim, str) or not claim.strip():
+        raise ValueError("claim must be a non-empty sentence")
+    if status not in STATUSES:
+        raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+    if not isinstance(expect, str) or not expect.strip():
+        raise TypeError("expect must be a non-empty Python expression string over the metric names")
+    if not isinstance(evidence, Mapping) or not evidence:
+        raise ValueError("evidence must be a non-empty mapping of metric name -> per-seed values")
+    if not isinstance(min_seeds, int) or min_seeds < 1:
+        raise ValueError(f"min_seeds must be an int >= 1, got {min_seeds!r}")
+
+    clean: dict[str, list[float]] = {}
+    for name, values in evidence.items():
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"metric names must be Python identifiers, got {name!r}")
+        vals = _as_values(name, values)
+        if len(vals) < min_seeds:
+            raise ValueError(
+                f"evidence[{name!r}] has {len(vals)} value(s); a verdict needs >= {min_seeds} seeds"
+            )
+        clean[name] = vals
+
+    from . import repro  # local import: verdict has no torch dependency otherwise
+
+    if not headline:
+        name, vals = next(iter(clean.items()))
+        arr = np.asarray(vals)
+        headline = f"{name} = {_fmt(float(arr.mean()))} ± {_fmt(_std(arr))} (n={arr.size})"
+    v = Verdict(
+        qid=qid,
+        claim=claim.strip(),
+        status=status,
+        expect=expect.strip(),
+        evidence=clean,
+        headline=headline,
+        lab_seed=repro.base_seed(),
+        notebook=NOTEBOOK_OF_PREFIX[qid[0]],
+    )
+
+    namespace = {k: np.asarray(x, dtype=float) for k, x in clean.items()}
+    helpers = {"mean": np.mean, "std": _std, "min": np.min, "max": np.max, "abs": np.abs,
+               "all": np.all, "any": np.any, "np": np}
+    try:
+        ok = eval(v.expect, {"__builtins__": {}}, {**helpers, **namespace})  # noqa: S307
+    except NameError as err:
+        raise ValueError(f"expect refers to an unknown name ({err}); metrics are {sorted(clean)}") from None
+    if not bool(np.all(ok)):
+        raise AssertionError(f"{qid}: the asserted condition does not hold.\n{v}")
+
+    _SESSION[qid] = v
+    out = record_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{qid}.json").write_text(json.dumps(v.to_record(), indent=1), encoding="utf-8")
+    return v
+
+
+class Summary(list):
+    """The verdicts of this kernel session, displayed as one table (the notebook's closing cell)."""
+
+    def __str__(self) -> str:
+        return "\n".join(v.line() for v in self)
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td>{html.escape(v.qid)}</td><td><b>{v.status}</b></td>"
+            f"<td>{html.escape(v.claim)}</td><td>{html.escape(v.headline)}</td></tr>"
+            for v in self
+        )
+        return (
+            "<table><thead><tr><th>ID</th><th>verdict</th><th>claim</th><th>headline</th></tr>"
+            f"</thead><tbody>{rows}</tbody></table>"
+        )
+
+
+def summary(prefix: str | None = None) -> Summary:
+    """All verdicts recorded in this session (optionally only IDs starting with ``prefix``)."""
+    items = [v for q, v in _SESSION.items() if prefix is None or q.startswith(prefix)]
+    return Summary(sorted(items, key=lambda v: (v.qid[0], int(v.qid[1:]))))
