@@ -62,15 +62,17 @@ def _mnist_raw() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _stratified(x: np.ndarray, y: np.ndarray, n_train: int, n_test: int):
-    """Shuffle with the fixed seed and cut a class-balanced train/test split."""
-    rest = len(y) - n_train - n_test
+    """Indices of a class-balanced split with the fixed seed.
+
+    The test set is cut first, so it depends only on ``n_test``; the training set is then
+    drawn from the remaining images.
+    """
     idx = np.arange(len(y))
-    if rest > 0:
-        idx, _ = train_test_split(idx, train_size=n_train + n_test, stratify=y,
-                                  random_state=_SPLIT_SEED)
-    tr, te = train_test_split(idx, train_size=n_train, test_size=n_test, stratify=y[idx],
-                              random_state=_SPLIT_SEED)
-    return tr, te
+    rest, te = train_test_split(idx, test_size=n_test, stratify=y, random_state=_SPLIT_SEED)
+    if n_train < len(rest):
+        rest, _ = train_test_split(rest, train_size=n_train, stratify=y[rest],
+                                   random_state=_SPLIT_SEED)
+    return rest, te
 
 
 def _scale(x_train: np.ndarray, x_test: np.ndarray, scale: str, max_value: float):

@@ -137,13 +137,13 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(model(x[idx]), y[idx])
             loss.backward()
+            hist["lr"].append(optimizer.param_groups[0]["lr"])  # the lr this step used
             optimizer.step()
             if scheduler is not None and scheduler_step == "step":
                 scheduler.step()
             step += 1
             value = float(loss.detach())
             hist["step_loss"].append(value)
-            hist["lr"].append(optimizer.param_groups[0]["lr"])
             if on_step is not None:
                 on_step(step, value)
             if not math.isfinite(value):

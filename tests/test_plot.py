@@ -1,0 +1,40 @@
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from utils import plot  # noqa: E402
+
+
+def test_band_draws_mean_line_and_checks_shapes():
+    fig, ax = plt.subplots()
+    ys = np.array([[0.0, 1.0, 2.0], [2.0, 3.0, 4.0]])
+    plot.band(ax, [0, 1, 2], ys, label="a")
+    assert np.allclose(ax.lines[0].get_ydata(), [1, 2, 3])
+    with pytest.raises(ValueError, match="2-D"):
+        plot.band(ax, [0, 1, 2], [1, 2, 3], label="b")
+    with pytest.raises(ValueError, match="points per seed"):
+        plot.band(ax, [0, 1], ys, label="c")
+    plt.close(fig)
+
+
+def test_show_refuses_unlabelled_figures_and_accepts_labelled():
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], label="a")
+    ax.plot([1, 0], label="b")
+    with pytest.raises(ValueError, match="no x label.*no y label.*no legend"):
+        plot.show(fig)
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], label="a")
+    ax.plot([1, 0], label="b")
+    ax.set(xlabel="step", ylabel="loss")
+    ax.legend()
+    plot.show(fig)  # no error
+    fig, ax = plt.subplots()
+    im = ax.imshow(np.eye(3))
+    ax.set(xlabel="key", ylabel="query")
+    fig.colorbar(im)
+    assert plot.missing_labels(fig) == ["axes 1: colorbar without a label"]
+    plt.close(fig)
