@@ -75,7 +75,8 @@ def test_hvp_on_net_matches_autograd_hessian():
     # reference: torch.autograd.functional.hvp on the same function of the parameter tuple
     def f(*ps):
         names = [n for n, _ in net.named_parameters()]
-        return F.cross_entropy(torch.func.functional_call(net, dict(zip(names, ps, strict=True)), (x,)), y)
+        out = torch.func.functional_call(net, dict(zip(names, ps, strict=True)), (x,))
+        return F.cross_entropy(out, y)
     _, ref = torch.autograd.functional.hvp(f, tuple(p.detach() for p in params), tuple(v))
     for a, b in zip(hv, ref, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

@@ -96,7 +96,8 @@ def hvp(closure: Closure, params, vec: Sequence[torch.Tensor]) -> list[torch.Ten
     vec = _check_direction(vec, params, "vec")
     grads = torch.autograd.grad(closure(), params, create_graph=True)
     out = torch.autograd.grad(grads, params, grad_outputs=vec, allow_unused=True)
-    return [torch.zeros_like(p) if h is None else h.detach() for h, p in zip(out, params, strict=True)]
+    return [torch.zeros_like(p) if h is None else h.detach()
+            for h, p in zip(out, params, strict=True)]
 
 
 def top_hessian_eigenvalue(closure: Closure, params, *, iters: int = 100, tol: float = 1e-4,
@@ -134,7 +135,8 @@ def top_hessian_eigenvalue(closure: Closure, params, *, iters: int = 100, tol: f
     for _ in range(iters):
         hv = torch.autograd.grad(grads, params, grad_outputs=v, retain_graph=True,
                                  allow_unused=True)
-        hv = [torch.zeros_like(p) if h is None else h.detach() for h, p in zip(hv, params, strict=True)]
+        hv = [torch.zeros_like(p) if h is None else h.detach()
+              for h, p in zip(hv, params, strict=True)]
         new = float(dot(hv, v))  # Rayleigh quotient v^T H v with |v| = 1
         n = float(norm(hv))
         if n == 0.0:
