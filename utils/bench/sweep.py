@@ -1,0 +1,71 @@
+"""Batched sweep (utils.sweep, vmap over stacked parameters) vs a Python loop over models."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from utils import data, models, sweep
+
+STEPS = 25
+BATCH = 64
+
+
+def _loop(make, seeds, x, y, lrs, idx_list) -> float:
+    nets = []
+    for s in seeds:
+        torch.manual_seed(s)
+        nets.append(make())
+    opts = [torch.optim.SGD(n.parameters(), lr=float(lr), momentum=0.9)
+            for n, lr in zip(nets, lrs, strict=True)]
+    start = time.perf_counter()
+    for idx in idx_list:
+        for i, (net, opt) in enumerate(zip(nets, opts, strict=True)):
+            opt.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(net(x[idx[i]]), y[idx[i]]).backward()
+            opt.step()
+    return time.perf_counter() - start
+
+
+def _stacked(make, seeds, x, y, lrs, idx_list) -> float:
+    base, params = sweep.init_stack(make, seeds)
+    tr = sweep.StackedTrainer(base, params, optimizer="sgd", lr=lrs, momentum=0.9)
+    start = time.perf_counter()
+    for idx in idx_list:
+        tr.step(x[idx], y[idx], per_model=True)
+    return time.perf_counter() - start
+
+
+def run() -> str:
+    """Markdown section: seconds for STEPS mini-batch SGD+momentum steps, loop vs stacked."""
+    d = data.digits()
+    x, y = d.x_train, d.y_train
+
+    def make():
+        return models.MLP(64, [64], 10)
+
+    rows = ["| models | loop s | stacked s | speed-up |", "|---:|---:|---:|---:|"]
+    for m in (8, 32):
+        seeds = list(range(m))
+        lrs = torch.logspace(-3, 0, m)
+        batches = sweep.batch_indices(len(y), BATCH, seeds, 10)
+        idx_list = [next(batches) for _ in range(STEPS)]
+        _stacked(make, seeds, x, y, lrs, idx_list[:3])  # warm-up
+        t_loop = min(_loop(make, seeds, x, y, lrs, idx_list) for _ in range(2))
+        t_stack = min(_stacked(make, seeds, x, y, lrs, idx_list) for _ in range(2))
+        rows.append(f"| {m} | {t_loop:.3f} | {t_stack:.3f} | {t_loop / t_stack:.1f}x |")
+    return "\n".join([
+        "## Batched sweep vs Python loop (utils.sweep)",
+        "",
+        f"{STEPS} mini-batch steps (batch {BATCH}, per-model data order and lr) of SGD with "
+        "momentum 0.9 on MLP 64-64-10 (digits), torch threads = "
+        f"{torch.get_num_threads()}. Loop: one torch.optim.SGD per model. Stacked: one vmapped "
+        "gradient call and one functional update for all models. Target: >= 4x at 32 models.",
+        "",
+        *rows,
+    ])
+
+
+if __name__ == "__main__":
+    print(run())
