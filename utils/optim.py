@@ -606,8 +606,10 @@ class Adam(_FromScratch):
 
     Args:
         params: iterable of tensors or param-group dicts.
-        lr: eta >= 0 (default 1e-3). betas: (beta1, beta2), each in [0, 1) (default (0.9,
-        0.999)); both floats or both 1-element tensors. eps: >= 0 (default 1e-8).
+        lr: eta >= 0 (default 1e-3).
+        betas: (beta1, beta2), each in [0, 1), both floats or both 1-element tensors
+            (default (0.9, 0.999)).
+        eps: >= 0 (default 1e-8).
         weight_decay: lambda >= 0 (default 0). amsgrad: default False.
         foreach, capturable, differentiable, fused: accepted for compatibility; must stay off.
         maximize: ascend instead of descend. decoupled_weight_decay: default False.
@@ -752,8 +754,9 @@ class RAdam(_FromScratch):
     * ``W <- W - eta r_t m_hat sqrt(1 - beta2^t) / (sqrt(v_t) + eps)``.
 
     The paper's threshold is ``rho_t > 4``; torch (``torch.optim.RAdam``, ``_single_tensor_radam``)
-    and the authors' code use 5, and so do we. eps sits outside the root after scaling by
-    ``sqrt(1 - beta2^t)`` (torch's placement). ``decoupled_weight_decay`` as in :class:`Adam`.
+    and the authors' code use 5, and so do we. eps is added to ``sqrt(v_t)`` before the bias
+    correction ``sqrt(1 - beta2^t)`` multiplies (torch's placement; Adam adds it after).
+    ``decoupled_weight_decay`` as in :class:`Adam`.
 
     Args:
         params: iterable of tensors or param-group dicts.
