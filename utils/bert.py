@@ -23,8 +23,8 @@ Typical use::
     scores = bert.head_pattern_scores(out.attentions, batch.input_ids, batch.attention_mask)
     bert.top_heads(scores["previous"], k=3)   # [(layer, head, score), ...]
 
-The attention is computed inline (``_self_attention``), not with ``utils.attention``, so that
-this module depends only on torch, safetensors and tokenizers.
+The attention itself is ``utils.attention.scaled_dot_product_attention`` (the from-scratch
+function the notebook builds and tests against ``F.scaled_dot_product_attention``).
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+
+from utils.attention import scaled_dot_product_attention
 
 # sentence-transformers truncates all-MiniLM-L6-v2 inputs at 256 tokens (sentence_bert_config).
 DEFAULT_MAX_LENGTH = 256
@@ -144,24 +146,6 @@ def _gelu(x: Tensor) -> Tensor:
     return 0.5 * x * (1.0 + torch.erf(x / math.sqrt(2.0)))
 
 
-def _self_attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor) -> tuple[Tensor, Tensor]:
-    """Scaled dot-product attention ``softmax(q k^T / sqrt(d_k)) v`` (Vaswani et al. 2017).
-
-    Args:
-        q, k, v: [batch, heads, seq, head_dim] float.
-        key_mask: [batch, seq] bool, True for real tokens; padded keys get weight 0.
-
-    Returns:
-        (context [batch, heads, seq, head_dim], weights [batch, heads, seq, seq]).
-    """
-    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
-    # The most negative finite float (as transformers does), not -inf: exp underflows to an
-    # exact 0 for padded keys, and a fully masked row could never produce NaN.
-    scores = scores.masked_fill(~key_mask[:, None, None, :], torch.finfo(scores.dtype).min)
-    weights = torch.softmax(scores, dim=-1)
-    return weights @ v, weights
-
-
 class BertLayer(nn.Module):
     """One post-LayerNorm transformer encoder layer of BERT.
 
@@ -191,7 +175,8 @@ class BertLayer(nn.Module):
         q = self._split_heads(self.query(x))
         k = self._split_heads(self.key(x))
         v = self._split_heads(self.value(x))
-        context, weights = _self_attention(q, k, v, key_mask)
+        # True = may attend (padded keys get weight 0); scale 1/sqrt(head_dim) by default.
+        context, weights = scaled_dot_product_attention(q, k, v, key_mask[:, None, None, :])
         context = context.transpose(1, 2).reshape(x.shape)  # concatenate the heads
         h = self.attn_ln(x + self.attn_out(context))
         return self.ffn_ln(h + self.ffn_out(_gelu(self.ffn_in(h)))), weights
