@@ -6,6 +6,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PORT   ?= 8888
 NB     ?=
+LAB_ARGS ?=
+# Jupyter refuses to run as root unless told; containers and CI often are root.
+AS_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .DEFAULT_GOAL := help
 .PHONY: help setup lab test test-unit test-nb bench book index lint clean
@@ -22,7 +25,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP) ## create .venv if missing and install (idempotent)
 
 lab: setup ## open JupyterLab on notebooks/ (PORT=8888)
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --port=$(PORT) --ServerApp.ip=127.0.0.1
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --port=$(PORT) --ServerApp.ip=127.0.0.1 $(AS_ROOT) $(LAB_ARGS)
 
 test: setup ## unit tests and every notebook (nbval)
 	$(PY) -m pytest

@@ -32,13 +32,16 @@ def test_mnist_scales_and_image_shape():
     assert torch.allclose(unit.x_train, raw.x_train.flatten(1) / 255)
 
 
-@pytest.mark.parametrize("kwargs, exc, word", [
-    ({"n_train": -5}, ValueError, "n_train"),
-    ({"n_train": 4000, "n_test": 1500}, ValueError, "n_train \\+ n_test"),
-    ({"n_train": 10.5}, TypeError, "n_train"),
-    ({"scale": "minmax"}, ValueError, "scale"),
-    ({"shape": "square"}, ValueError, "shape"),
-])
+@pytest.mark.parametrize(
+    "kwargs, exc, word",
+    [
+        ({"n_train": -5}, ValueError, "n_train"),
+        ({"n_train": 4000, "n_test": 1500}, ValueError, "n_train \\+ n_test"),
+        ({"n_train": 10.5}, TypeError, "n_train"),
+        ({"scale": "minmax"}, ValueError, "scale"),
+        ({"shape": "square"}, ValueError, "shape"),
+    ],
+)
 def test_mnist_rejects_bad_arguments(kwargs, exc, word):
     with pytest.raises(exc, match=word):
         data.mnist(**kwargs)

@@ -31,7 +31,9 @@ def test_torch_is_pinned_to_the_local_cpu_build():
 
 def test_environment_yml_matches_pyproject():
     py, env = _pyproject_pins(), _environment_pins()
-    assert py == env, f"only in pyproject: {sorted(py - env)}; only in environment.yml: {sorted(env - py)}"
+    assert py == env, (
+        f"only in pyproject: {sorted(py - env)}; only in environment.yml: {sorted(env - py)}"
+    )
     env_doc = yaml.safe_load((ROOT / "environment.yml").read_text())
     requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
     assert "python=3.11" in env_doc["dependencies"] and "3.11" in requires

@@ -18,10 +18,15 @@ def test_mlp_shapes_norm_positions_and_dropout():
     assert isinstance(custom.net[1], nn.LayerNorm)
 
 
-@pytest.mark.parametrize("kwargs, word", [
-    ({"norm": "instance"}, "norm"), ({"activation": "swish"}, "activation"),
-    ({"dropout": 1.0}, "dropout"), ({"norm_position": "middle"}, "norm_position"),
-])
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        ({"norm": "instance"}, "norm"),
+        ({"activation": "swish"}, "activation"),
+        ({"dropout": 1.0}, "dropout"),
+        ({"norm_position": "middle"}, "norm_position"),
+    ],
+)
 def test_mlp_rejects_bad_arguments(kwargs, word):
     with pytest.raises(ValueError, match=word):
         models.MLP(4, [4], 2, **kwargs)
@@ -52,7 +57,9 @@ def test_init_weights_schemes():
     torch.manual_seed(0)
     lin = nn.Linear(1000, 1000)
     models.init_weights(lin, "kaiming")
-    assert abs(float(lin.weight.detach().var()) - 2 / 1000) < 2e-4 and float(lin.bias.abs().sum()) == 0
+    assert (
+        abs(float(lin.weight.detach().var()) - 2 / 1000) < 2e-4 and float(lin.bias.abs().sum()) == 0
+    )
     models.init_weights(lin, "xavier")
     assert abs(float(lin.weight.detach().var()) - 2 / 2000) < 1e-4
     models.init_weights(lin, "default")

@@ -30,7 +30,9 @@ def test_seeds_are_deterministic_distinct_and_follow_lab_seed(monkeypatch):
     assert all(0 <= s < 2**31 for s in a)
 
 
-@pytest.mark.parametrize("n, exc", [(0, ValueError), (-2, ValueError), (2.0, TypeError), (True, TypeError)])
+@pytest.mark.parametrize(
+    "n, exc", [(0, ValueError), (-2, ValueError), (2.0, TypeError), (True, TypeError)]
+)
 def test_seeds_validates_n(n, exc):
     with pytest.raises(exc, match="n must"):
         repro.seeds(n)

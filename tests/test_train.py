@@ -31,8 +31,9 @@ def test_fit_is_reproducible_and_seed_changes_order():
         torch.manual_seed(0)
         net = models.MLP(2, [8], 2)
         opt = torch.optim.SGD(net.parameters(), lr=0.1)
-        return train.fit(net, x, y, optimizer=opt, epochs=2, batch_size=16, seed=seed,
-                         progress=False)["step_loss"]
+        return train.fit(
+            net, x, y, optimizer=opt, epochs=2, batch_size=16, seed=seed, progress=False
+        )["step_loss"]
 
     assert run(1) == run(1) and run(1) != run(2)
 
@@ -42,8 +43,18 @@ def test_fit_max_steps_scheduler_and_divergence():
     net = models.MLP(2, [8], 2)
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
-    h = train.fit(net, x, y, optimizer=opt, epochs=10, batch_size=64, max_steps=6,
-                  scheduler=sched, scheduler_step="step", progress=False)
+    h = train.fit(
+        net,
+        x,
+        y,
+        optimizer=opt,
+        epochs=10,
+        batch_size=64,
+        max_steps=6,
+        scheduler=sched,
+        scheduler_step="step",
+        progress=False,
+    )
     assert h["steps"][-1] == 6 and h["lr"][:3] == [0.1, 0.05, 0.025]
     bad = torch.optim.SGD(net.parameters(), lr=1e30)
     h = train.fit(net, x * 1e10, y, optimizer=bad, epochs=3, progress=False)
@@ -58,10 +69,15 @@ def test_evaluate_regression_accuracy_is_nan_and_mode_restored():
     assert math.isnan(out["acc"]) and out["loss"] > 0 and net.training
 
 
-@pytest.mark.parametrize("kwargs, word", [
-    ({"epochs": 0}, "epochs"), ({"batch_size": 0}, "batch_size"),
-    ({"max_steps": 0}, "max_steps"), ({"scheduler_step": "batch"}, "scheduler_step"),
-])
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"max_steps": 0}, "max_steps"),
+        ({"scheduler_step": "batch"}, "scheduler_step"),
+    ],
+)
 def test_fit_rejects_bad_arguments(kwargs, word):
     x, y = _toy(8)
     net = models.MLP(2, [4], 2)

@@ -15,9 +15,13 @@ def _records(tmp_path, monkeypatch):
 
 
 def test_verdict_passes_records_and_displays(_records):
-    v = V.verdict("O6", "Nesterov damps oscillation", {"flips_hb": [12, 13, 12],
-                  "flips_nag": np.array([3, 3, 4])}, status="supported",
-                  expect="min(flips_hb) > 2 * max(flips_nag)")
+    v = V.verdict(
+        "O6",
+        "Nesterov damps oscillation",
+        {"flips_hb": [12, 13, 12], "flips_nag": np.array([3, 3, 4])},
+        status="supported",
+        expect="min(flips_hb) > 2 * max(flips_nag)",
+    )
     assert v.status == "supported" and v.notebook == "01_optimization"
     rec = json.loads((_records / "O6.json").read_text())
     assert rec["metrics"]["flips_hb"]["n"] == 3 and rec["lab_seed"] == 1
@@ -35,25 +39,39 @@ def test_verdict_raises_with_evidence_when_condition_fails(_records):
 
 
 def test_verdict_accepts_tensors_and_custom_headline():
-    v = V.verdict("N1", "c", {"x": torch.tensor([1.0, 2.0, 3.0])}, status="nuanced",
-                  expect="all(x > 0)", headline="x is positive")
+    v = V.verdict(
+        "N1",
+        "c",
+        {"x": torch.tensor([1.0, 2.0, 3.0])},
+        status="nuanced",
+        expect="all(x > 0)",
+        headline="x is positive",
+    )
     assert v.headline == "x is positive" and v.evidence["x"] == [1.0, 2.0, 3.0]
 
 
-@pytest.mark.parametrize("kwargs, exc, word", [
-    ({"qid": "Z1"}, ValueError, "qid"),
-    ({"status": "true"}, ValueError, "status"),
-    ({"evidence": {"a": [1, 2]}}, ValueError, ">= 3 seeds"),
-    ({"evidence": {"not valid": [1, 2, 3]}}, ValueError, "identifiers"),
-    ({"evidence": {"a": 3}}, TypeError, "sequence"),
-    ({"evidence": {"a": [[1, 2, 3]]}}, ValueError, "1-D"),
-    ({"expect": "mean(b) > 0"}, ValueError, "unknown name"),
-    ({"expect": ""}, TypeError, "expect"),
-    ({"claim": " "}, ValueError, "claim"),
-])
+@pytest.mark.parametrize(
+    "kwargs, exc, word",
+    [
+        ({"qid": "Z1"}, ValueError, "qid"),
+        ({"status": "true"}, ValueError, "status"),
+        ({"evidence": {"a": [1, 2]}}, ValueError, ">= 3 seeds"),
+        ({"evidence": {"not valid": [1, 2, 3]}}, ValueError, "identifiers"),
+        ({"evidence": {"a": 3}}, TypeError, "sequence"),
+        ({"evidence": {"a": [[1, 2, 3]]}}, ValueError, "1-D"),
+        ({"expect": "mean(b) > 0"}, ValueError, "unknown name"),
+        ({"expect": ""}, TypeError, "expect"),
+        ({"claim": " "}, ValueError, "claim"),
+    ],
+)
 def test_verdict_validates_arguments(kwargs, exc, word):
-    args = {"qid": "M1", "claim": "c", "evidence": {"a": [1, 2, 3]}, "status": "supported",
-            "expect": "mean(a) > 0"}
+    args = {
+        "qid": "M1",
+        "claim": "c",
+        "evidence": {"a": [1, 2, 3]},
+        "status": "supported",
+        "expect": "mean(a) > 0",
+    }
     args.update(kwargs)
     qid, claim, evidence = args.pop("qid"), args.pop("claim"), args.pop("evidence")
     with pytest.raises(exc, match=word):

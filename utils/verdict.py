@@ -157,7 +157,9 @@ def _as_values(name: str, values) -> list[float]:
         )
     arr = np.asarray(values, dtype=float)
     if arr.ndim != 1:
-        raise ValueError(f"evidence[{name!r}] must be 1-D (one value per seed), got shape {arr.shape}")
+        raise ValueError(
+            f"evidence[{name!r}] must be 1-D (one value per seed), got shape {arr.shape}"
+        )
     return [float(v) for v in arr]
 
 
@@ -195,7 +197,9 @@ def verdict(
         AssertionError: when ``expect`` is false on the evidence (message holds the table).
     """
     if not isinstance(qid, str) or not _QID.match(qid):
-        raise ValueError(f"qid must look like 'O6' (prefix one of {sorted(NOTEBOOK_OF_PREFIX)}), got {qid!r}")
+        raise ValueError(
+            f"qid must look like 'O6' (prefix one of {sorted(NOTEBOOK_OF_PREFIX)}), got {qid!r}"
+        )
     if not isinstance(claim, str) or not claim.strip():
         raise ValueError("claim must be a non-empty sentence")
     if status not in STATUSES:
@@ -236,12 +240,22 @@ def verdict(
     )
 
     namespace = {k: np.asarray(x, dtype=float) for k, x in clean.items()}
-    helpers = {"mean": np.mean, "std": _std, "min": np.min, "max": np.max, "abs": np.abs,
-               "all": np.all, "any": np.any, "np": np}
+    helpers = {
+        "mean": np.mean,
+        "std": _std,
+        "min": np.min,
+        "max": np.max,
+        "abs": np.abs,
+        "all": np.all,
+        "any": np.any,
+        "np": np,
+    }
     try:
         ok = eval(v.expect, {"__builtins__": {}}, {**helpers, **namespace})  # noqa: S307
     except NameError as err:
-        raise ValueError(f"expect refers to an unknown name ({err}); metrics are {sorted(clean)}") from None
+        raise ValueError(
+            f"expect refers to an unknown name ({err}); metrics are {sorted(clean)}"
+        ) from None
     if not bool(np.all(ok)):
         raise AssertionError(f"{qid}: the asserted condition does not hold.\n{v}")
 

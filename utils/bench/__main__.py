@@ -26,16 +26,32 @@ def notebook_rows(pattern: str) -> list[str]:
     rows = ["| notebook | wall s | peak MiB | budget 60 s |", "|---|---:|---:|---|"]
     env = {**os.environ, "LAB_PROGRESS": "0"}
     for nb in sorted((ROOT / "notebooks").glob(pattern)):
-        out = subprocess.run([sys.executable, "-m", "utils.bench.run_notebook", str(nb)],
-                             capture_output=True, text=True, env=env, cwd=ROOT)
+        out = subprocess.run(
+            [sys.executable, "-m", "utils.bench.run_notebook", str(nb)],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
         try:
             res = json.loads(out.stdout.strip().splitlines()[-1])
         except (IndexError, json.JSONDecodeError):
-            res = {"wall_s": float("nan"), "peak_rss_mib": float("nan"), "ok": False,
-                   "error": out.stderr.strip().splitlines()[-1:] or "no output"}
+            res = {
+                "wall_s": float("nan"),
+                "peak_rss_mib": float("nan"),
+                "ok": False,
+                "error": out.stderr.strip().splitlines()[-1:] or "no output",
+            }
         wall = res["wall_s"]
-        mark = "FAILED: " + str(res.get("error")) if not res["ok"] else (
-            "ok" if wall <= BUDGET_S else ("over budget" if wall <= CEILING_S else "OVER CEILING"))
+        mark = (
+            "FAILED: " + str(res.get("error"))
+            if not res["ok"]
+            else (
+                "ok"
+                if wall <= BUDGET_S
+                else ("over budget" if wall <= CEILING_S else "OVER CEILING")
+            )
+        )
         rows.append(f"| {nb.name} | {wall:.1f} | {res['peak_rss_mib']:.0f} | {mark} |")
         print(rows[-1], flush=True)
     return rows
@@ -58,7 +74,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default="build/bench.md")
     ap.add_argument("--notebooks", default="*.ipynb", help="glob under notebooks/ ('' to skip)")
-    ap.add_argument("--ratios", default=None, help="comma list of benchmark modules ('none' to skip)")
+    ap.add_argument(
+        "--ratios", default=None, help="comma list of benchmark modules ('none' to skip)"
+    )
     args = ap.parse_args()
     header = [
         "# make bench",

@@ -17,8 +17,12 @@ from nbclient.exceptions import CellExecutionError
 def main(path: str) -> None:
     nb_path = Path(path).resolve()
     nb = nbformat.read(nb_path, as_version=4)
-    client = NotebookClient(nb, timeout=900, kernel_name="python3",
-                            resources={"metadata": {"path": str(nb_path.parent)}})
+    client = NotebookClient(
+        nb,
+        timeout=900,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(nb_path.parent)}},
+    )
     start = time.perf_counter()
     ok, error = True, ""
     try:
