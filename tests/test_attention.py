@@ -281,3 +281,17 @@ def test_tasks_and_training_learns_previous_token():
     assert all(float(T.accuracy(m(xs[i]), ys[i])) > 0.9 for i, m in enumerate(models))
     with pytest.raises(ValueError, match="stacked per seed"):
         T.train_seeds(lambda: nn.Linear(2, 2), [1, 2, 3], xs, ys, steps=1)
+
+
+def test_offset_attention_and_head_ablation():
+    eye_prev = torch.diag(torch.ones(4), -1)[None, None]  # query i attends to key i-1
+    w = torch.cat([eye_prev, torch.zeros(1, 1, 5, 5).index_fill(-1, torch.tensor([0]), 1.0)], 1)
+    torch.testing.assert_close(T.offset_attention(w, offset=-1), torch.tensor([1.0, 0.25]))
+    torch.testing.assert_close(T.offset_attention(w, key=0), torch.tensor([0.2, 1.0]))
+    with pytest.raises(ValueError, match="exactly one"):
+        T.offset_attention(w)
+    torch.manual_seed(0)
+    m = A.TinyTransformer(vocab_size=4, num_classes=8, d_model=8, num_heads=2, max_len=5).eval()
+    x, y = T.two_relations(16, 5, 4, generator=_gen(0))
+    table = T.head_ablation(m, x, y)
+    assert table.shape == (3, 2) and torch.all((table >= 0) & (table <= 1))

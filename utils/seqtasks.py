@@ -143,3 +143,52 @@ def train_seeds(build: Callable[[], nn.Module], seeds: Sequence[int], x: torch.T
             curve[step, i] = loss.detach()
         models.append(model.eval())
     return models, curve
+
+
+def stacked(task: Callable[..., tuple[torch.Tensor, torch.Tensor]], seeds: Sequence[int],
+            n: int, length: int, vocab: int, device: str | torch.device = "cpu"
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-seed data of a task stacked on dim 0: x [S, n, length], y [S, n, length(, R)]."""
+    pairs = [task(n, length, vocab, generator=torch.Generator().manual_seed(int(s)))
+             for s in seeds]
+    return (torch.stack([p[0] for p in pairs]).to(device),
+            torch.stack([p[1] for p in pairs]).to(device))
+
+
+@torch.no_grad()
+def head_ablation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layer: int = 0
+                  ) -> torch.Tensor:
+    """Accuracy with each head of ``layer`` removed in turn (Michel et al. 2019, arXiv:1905.10650).
+
+    ``model`` must accept ``head_mask`` [num_layers, H] (as ``utils.attention.TinyTransformer``).
+
+    Returns:
+        [H + 1, R] float: row 0 the full model, row 1 + h the model without head h; one column
+        per relation (R = 1 for y [n, L]).
+    """
+    hm = torch.ones(model.num_layers, model.num_heads, device=x.device)
+    rows = [accuracy(model(x, head_mask=hm), y).reshape(-1)]
+    for h in range(model.num_heads):
+        m = hm.clone()
+        m[layer, h] = 0.0
+        rows.append(accuracy(model(x, head_mask=m), y).reshape(-1))
+    return torch.stack(rows).cpu()
+
+
+def offset_attention(weights: torch.Tensor, offset: int | None = None, key: int | None = None
+                     ) -> torch.Tensor:
+    """Mean attention per head on the key at ``query + offset`` or on the fixed position ``key``.
+
+    Args:
+        weights: [N, H, L, L] attention weights.
+        offset: relative key position (e.g. -1: the previous token); queries without such a key
+            are skipped. key: absolute key position (e.g. 0: the first token). Give one.
+
+    Returns:
+        [H] mean weight in [0, 1].
+    """
+    if (offset is None) == (key is None):
+        raise ValueError("give exactly one of offset or key")
+    if key is not None:
+        return weights[..., key].mean(dim=(0, 2))
+    return torch.diagonal(weights, offset=offset, dim1=-2, dim2=-1).mean(dim=(0, 2))
