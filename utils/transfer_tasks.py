@@ -1,0 +1,302 @@
+"""Source and target tasks for the transfer-learning notebook, and the cached source model.
+
+* **Source task**: real MNIST digits 0-4 (:func:`utils.data.mnist`), average-pooled to 14x14
+  so a tiny ResNet trains in seconds on a CPU.
+* **Target tasks**: digits 5-9 (labels remapped to 0-4) with a controllable **domain
+  distance** ``d`` in [0, 1]: a fixed random subset of ``round(d * 196)`` pixel positions is
+  shuffled among itself (:func:`scramble`). ``d = 0`` is the near domain (same kind of images,
+  new classes); ``d = 1`` is a fixed full pixel permutation, which keeps every pixel value and
+  the label information (an MLP would not care) but destroys the spatial structure that a
+  CNN's local filters learned on the source (the far domain). Yosinski et al. 2014
+  (arXiv:1411.1792) measure how transferability falls with task distance.
+* **Target-set size**: ``k`` labelled examples per class (:func:`utils.data.per_class_subset`),
+  plus a validation set (80 per class, for choosing learning rates) and the fixed MNIST test images.
+* **Source pretraining** (:func:`load_or_pretrain`): one model per seed, cached under
+  ``<repo>/build/cache/`` with ``torch.save`` and loaded with ``weights_only=True``; a missing,
+  unreadable, corrupt or stale file (other config, other data) is recomputed, never a crash.
+
+Everything is built from the offline data in :mod:`utils.data`; nothing touches the network.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from . import data
+from .models import ResNet
+
+SOURCE_CLASSES = (0, 1, 2, 3, 4)
+TARGET_CLASSES = (5, 6, 7, 8, 9)
+SIDE = 14  # 28x28 MNIST average-pooled 2x2
+_N_TRAIN, _N_TEST = 4000, 1000  # mnist(): 400 train / 100 test images per digit
+PERMUTATION_SEED = 20140  # fixes the far domain; not LAB_SEED on purpose (the task is fixed)
+CACHE_FORMAT = 1
+
+
+def cache_dir() -> Path:
+    """Cache folder: env ``LAB_CACHE_DIR`` or ``<repo>/build/cache`` (as ``verdict.record_dir``)."""
+    env = os.environ.get("LAB_CACHE_DIR")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "build" / "cache"
+
+
+def _check_seed(seed) -> int:
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    return seed
+
+
+@functools.lru_cache(maxsize=2)
+def _digits(classes: tuple[int, ...]):
+    """MNIST 14x14 images of ``classes`` with labels remapped to 0..len(classes)-1.
+
+    Cached (every cell of the grid needs them); callers must not modify the tensors in place.
+    """
+    split = data.mnist(_N_TRAIN, _N_TEST, scale="unit", shape="image")
+    out = []
+    for x, y in ((split.x_train, split.y_train), (split.x_test, split.y_test)):
+        keep = torch.isin(y, torch.tensor(classes))
+        lut = torch.full((10,), -1, dtype=torch.int64)
+        lut[list(classes)] = torch.arange(len(classes))
+        out += [F.avg_pool2d(x[keep], 2), lut[y[keep]]]
+    return tuple(out)
+
+
+def source_data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The source task: MNIST digits 0-4 at 14x14.
+
+    Returns:
+        (x_train [2000, 1, 14, 14], y_train [2000], x_test [500, 1, 14, 14], y_test [500]);
+        x float32 in [0, 1], y int64 in 0..4 (= the digit).
+    """
+    return _digits(SOURCE_CLASSES)
+
+
+def scramble(x: torch.Tensor, distance: float, *, seed: int = PERMUTATION_SEED) -> torch.Tensor:
+    """Shuffle a fixed fraction ``distance`` of the pixel positions of every image the same way.
+
+    Args:
+        x: images [N, C, H, W] (any float dtype).
+        distance: fraction in [0, 1] of the H*W positions that are permuted among themselves
+            (0: unchanged; 1: a full fixed pixel permutation). The chosen positions and their
+            permutation depend only on ``seed``, H and W, so every image and every call agree;
+            the positions for a smaller distance are a subset of those for a larger one.
+        seed: seed of the positions and the permutation (default: the notebook's fixed one).
+
+    Returns:
+        Tensor like ``x`` with the pixels moved (values and labels untouched).
+
+    Raises:
+        TypeError: ``x`` not a tensor or ``distance`` not a real number.
+        ValueError: ``x`` not 4-D or ``distance`` outside [0, 1].
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a tensor, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"x must have shape [N, C, H, W], got {tuple(x.shape)}")
+    if not isinstance(distance, (int, float)) or isinstance(distance, bool):
+        raise TypeError(f"distance must be a float in [0, 1], got {type(distance).__name__}")
+    if not 0.0 <= distance <= 1.0:
+        raise ValueError(f"distance must be in [0, 1], got {distance}")
+    n_pix = x.shape[2] * x.shape[3]
+    g = torch.Generator().manual_seed(_check_seed(seed))
+    order = torch.randperm(n_pix, generator=g)
+    chosen = order[: round(distance * n_pix)]
+    perm = torch.arange(n_pix)
+    perm[chosen] = chosen[torch.randperm(len(chosen), generator=g)]
+    flat = x.flatten(2)[:, :, perm.to(x.device)]
+    return flat.reshape(x.shape)
+
+
+class TargetTask(NamedTuple):
+    """A target task: train (k per class), validation and test sets; x [N, 1, 14, 14], y int64."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    distance: float
+    k: int
+
+
+def target_task(distance: float, k: int, *, seed: int, val_per_class: int = 80) -> TargetTask:
+    """Digits 5-9 (labels 0-4) at domain distance ``distance`` with ``k`` training images per class.
+
+    The 400 training images per digit are split (stratified, seeded) into ``val_per_class``
+    validation images and a pool; the ``k``-shot training set is drawn from the pool with
+    :func:`utils.data.per_class_subset`. The test set is the fixed MNIST test split (100 per
+    digit, 500 images). All three get the same :func:`scramble`.
+
+    Args:
+        distance: domain distance in [0, 1] (see :func:`scramble`).
+        k: training images per class, 1 .. ``400 - val_per_class``.
+        seed: seed of the validation split and the k-shot draw (vary it with LAB_SEED).
+        val_per_class: validation images per class, 5..200.
+
+    Returns:
+        TargetTask with float32 x in [0, 1] and int64 y in 0..4.
+
+    Raises:
+        TypeError/ValueError: for arguments of the wrong type or out of range.
+    """
+    _check_seed(seed)
+    for name, value, low, high in (("val_per_class", val_per_class, 5, 200),
+                                   ("k", k, 1, 400 - val_per_class)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        if not low <= value <= high:
+            raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
+    x_tr, y_tr, x_te, y_te = _digits(TARGET_CLASSES)
+    x_tr, x_te = scramble(x_tr, distance), scramble(x_te, distance)
+    frac = val_per_class * len(TARGET_CLASSES) / len(y_tr)
+    x_pool, y_pool, x_val, y_val = data.train_val_split(x_tr, y_tr, frac, seed=seed)
+    x_k, y_k = data.per_class_subset(x_pool, y_pool, k, seed=seed)
+    return TargetTask(x_k, y_k, x_val, y_val, x_te, y_te, float(distance), k)
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """How the source model is built and pretrained (part of the cache key).
+
+    widths/blocks: the :class:`utils.models.ResNet` shape (BatchNorm, residual blocks).
+    steps/batch_size/lr: Adam (Kingma & Ba 2014, arXiv:1412.6980) on the 2,000 source images.
+    """
+
+    widths: tuple[int, ...] = (8, 16, 32)
+    blocks: int = 1
+    steps: int = 150
+    batch_size: int = 64
+    lr: float = 3e-3
+
+    def __post_init__(self):
+        if not self.widths or any(not isinstance(w, int) or w < 1 for w in self.widths):
+            raise ValueError(f"widths must be positive ints, got {self.widths!r}")
+        for name in ("blocks", "steps", "batch_size"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+        if not isinstance(self.lr, (int, float)) or not self.lr > 0:
+            raise ValueError(f"lr must be a float > 0, got {self.lr!r}")
+
+    def build(self, num_classes: int = len(SOURCE_CLASSES)) -> ResNet:
+        """A freshly initialised ResNet of this shape (uses the global torch RNG)."""
+        return ResNet(1, num_classes, self.widths, self.blocks, norm="batch")
+
+    def key(self) -> dict:
+        """Plain-type description stored in the cache file (with the data fingerprint)."""
+        d = asdict(self)
+        d["widths"] = list(self.widths)
+        d["format"] = CACHE_FORMAT
+        d["data"] = _data_fingerprint()
+        return d
+
+
+@functools.lru_cache(maxsize=1)
+def _data_fingerprint() -> str:
+    x, y, _, _ = source_data()
+    h = hashlib.sha256(x.numpy().tobytes())
+    h.update(y.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def init_model(config: SourceConfig, seed: int, num_classes: int = len(SOURCE_CLASSES)) -> ResNet:
+    """A ResNet of ``config``'s shape initialised from ``seed`` (global RNG left untouched)."""
+    _check_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return config.build(num_classes)
+
+
+def pretrain(config: SourceConfig, seed: int, device: str | torch.device = "cpu"):
+    """Train a source model from scratch: ``config.steps`` Adam steps on digits 0-4.
+
+    Returns:
+        (model in eval mode on ``device``, info dict with ``source_test_acc`` in [0, 1]).
+    """
+    from .transfer import accuracy, train_steps  # transfer imports this module
+
+    x, y, xt, yt = (t.to(device) for t in source_data())
+    model = init_model(config, seed).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    train_steps(model, x, y, optimizer=opt, steps=config.steps, batch_size=config.batch_size,
+                seed=seed)
+    model.eval()
+    return model, {"source_test_acc": accuracy(model, xt, yt), "cached": False}
+
+
+def cache_path(config: SourceConfig, seed: int, directory: str | Path | None = None) -> Path:
+    """File of the cached source model for (config, seed): ``t03_source_<hash>_seed<seed>.pt``."""
+    key = json.dumps(config.key(), sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    folder = Path(directory) if directory is not None else cache_dir()
+    return folder / f"t03_source_{digest}_seed{_check_seed(seed)}.pt"
+
+
+def _read(path: Path, config: SourceConfig, seed: int, device):
+    """The cached model, or None if the file is missing, unreadable, corrupt or stale."""
+    try:
+        blob = torch.load(path, map_location=device, weights_only=True)
+        if not (isinstance(blob, dict) and blob.get("config") == config.key()
+                and blob.get("seed") == seed):
+            return None
+        model = config.build()
+        model.load_state_dict(blob["state_dict"])
+        return model.to(device).eval(), {"source_test_acc": float(blob["source_test_acc"]),
+                                          "cached": True}
+    except Exception:  # noqa: BLE001 - any unreadable/corrupt cache means: recompute
+        return None
+
+
+def load_or_pretrain(config: SourceConfig, seed: int, *, directory: str | Path | None = None,
+                     device: str | torch.device = "cpu"):
+    """The pretrained source model for ``seed``: from the cache if valid, else trained and cached.
+
+    The file holds ``{"config", "seed", "state_dict", "source_test_acc"}`` (plain types and
+    tensors only, so ``torch.load(weights_only=True)`` reads it). It is written to a temporary
+    file and renamed, so a reader never sees half a file. Any problem reading it (missing,
+    truncated, not a torch file, other config or data, wrong keys or shapes) means retrain.
+
+    Args:
+        config: the :class:`SourceConfig`. seed: init and data-order seed (>= 0).
+        directory: cache folder (default :func:`cache_dir`). device: where the model lives.
+
+    Returns:
+        (model in eval mode, info) with info ``{"source_test_acc": float, "cached": bool}``.
+
+    Raises:
+        TypeError: if ``config`` is not a SourceConfig or ``seed`` not an int.
+        ValueError: if ``seed`` is negative.
+    """
+    if not isinstance(config, SourceConfig):
+        raise TypeError(f"config must be a SourceConfig, got {type(config).__name__}")
+    path = cache_path(config, seed, directory)
+    hit = _read(path, config, seed, device) if path.exists() else None
+    if hit is not None:
+        return hit
+    model, info = pretrain(config, seed, device)
+    blob = {"config": config.key(), "seed": seed, "source_test_acc": info["source_test_acc"],
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(fd)
+        torch.save(blob, tmp)
+        os.replace(tmp, path)  # atomic: parallel runs never read half a file
+    except OSError:
+        if tmp is not None and os.path.exists(tmp):
+            os.remove(tmp)  # a read-only checkout still runs, it just does not cache
+    return model, info
