@@ -1,0 +1,253 @@
+"""A thin layer over Ray Tune: start (or join) Ray safely, run a search, get plain results.
+
+* Offline (env ``RAY_ADDRESS`` unset): :func:`session` starts a private local Ray with
+  ``num_cpus = os.cpu_count()``, no dashboard, node IP 127.0.0.1 (loopback only), usage stats
+  off, logs and temp files under ``<repo>/build/ray`` (or a short ``/tmp`` folder linked there
+  when that path is too long for Ray's Unix sockets), and always shuts it down on exit.
+* With ``RAY_ADDRESS`` set (e.g. ``ray://head:10001`` or ``auto``): the same code connects to
+  that existing cluster, ships the ``utils`` package to its workers (``runtime_env``
+  ``py_modules``), and leaves the cluster running on exit.
+
+Ray Tune: Liaw et al. 2018, arXiv:1807.05118. ASHA: Li et al. 2020, arXiv:1810.05934.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# Ray puts Unix sockets at <temp>/session_<date>_<time>_<pid>/sockets/plasma_store (~65 chars
+# after <temp>); AF_UNIX paths are limited to 107 bytes on Linux (103 on macOS).
+MAX_TEMP_DIR_LEN = 36
+_ENV_QUIET = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AIR_NEW_OUTPUT": "0",
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "60",
+}
+
+
+def temp_dir(root: Path | str = ROOT) -> Path:
+    """Folder for Ray's session files: ``<root>/build/ray`` when short enough for Unix sockets,
+    else ``<tmp>/mlab-ray-<hash>`` with a symlink ``<root>/build/ray`` pointing to it."""
+    wanted = Path(root).resolve() / "build" / "ray"
+    if len(str(wanted)) <= MAX_TEMP_DIR_LEN:
+        return wanted
+    digest = hashlib.sha1(str(wanted).encode()).hexdigest()[:8]
+    short = Path(tempfile.gettempdir()) / f"mlab-ray-{digest}"
+    if len(str(short)) > MAX_TEMP_DIR_LEN:
+        short = Path("/tmp") / f"mlab-ray-{digest}"
+    return short
+
+
+def init_kwargs(
+    env: Mapping[str, str] | None = None, *, root: Path | str = ROOT, num_cpus: int | None = None
+) -> dict:
+    """The keyword arguments for ``ray.init`` (pure function, unit-testable without Ray).
+
+    Args:
+        env: environment to read ``RAY_ADDRESS`` from (default ``os.environ``).
+        root: repository root whose ``build/`` holds Ray's files.
+        num_cpus: CPUs for a local Ray; default ``os.cpu_count()``.
+
+    Returns:
+        With ``RAY_ADDRESS`` set: ``{"address": ..., "runtime_env": {"py_modules": [utils]},
+        "log_to_driver": False}``. Otherwise the local loopback-only configuration described in
+        the module docstring.
+
+    Raises:
+        ValueError: num_cpus not a positive int.
+    """
+    env = os.environ if env is None else env
+    address = env.get("RAY_ADDRESS", "").strip()
+    if address:
+        return {
+            "address": address,
+            "log_to_driver": False,
+            "runtime_env": {"py_modules": [str(Path(__file__).resolve().parent)]},
+        }
+    n = (os.cpu_count() or 1) if num_cpus is None else num_cpus
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"num_cpus must be an int >= 1, got {num_cpus!r}")
+    return {
+        "num_cpus": n,
+        "include_dashboard": False,
+        "_node_ip_address": "127.0.0.1",
+        "_temp_dir": str(temp_dir(root)),
+        "log_to_driver": False,
+        "configure_logging": True,
+        "logging_level": "error",
+    }
+
+
+def owns_cluster(kwargs: Mapping) -> bool:
+    """True when ``kwargs`` start a private Ray that :func:`session` must shut down."""
+    return "address" not in kwargs
+
+
+def _prepare_temp(kwargs: Mapping, root: Path | str) -> None:
+    tmp = kwargs.get("_temp_dir")
+    if not tmp:
+        return
+    Path(tmp).mkdir(parents=True, exist_ok=True)
+    link = Path(root).resolve() / "build" / "ray"
+    if Path(tmp) != link and not link.exists():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            link.symlink_to(tmp, target_is_directory=True)
+
+
+@contextlib.contextmanager
+def session(*, num_cpus: int | None = None, root: Path | str = ROOT) -> Iterator[dict]:
+    """Context manager: start (or join) Ray, yield info, shut a private Ray down on exit.
+
+    Yields:
+        dict with ``mode`` (``"local"``/``"cluster"``/``"reused"``), ``kwargs`` passed to
+        ``ray.init``, ``startup_s`` (wall seconds of import + init) and ``cpus`` (cluster CPUs).
+
+    A Ray already initialised in this process is reused and left running. A failed start
+    (Ray waits at most 30 s for its raylet, which a heavily loaded machine can exceed) is
+    retried once.
+    """
+    for k, v in _ENV_QUIET.items():
+        os.environ.setdefault(k, v)
+    start = time.perf_counter()
+    import ray
+
+    kwargs = init_kwargs(root=root, num_cpus=num_cpus)
+    if ray.is_initialized():
+        mode, shutdown = "reused", False
+    else:
+        _prepare_temp(kwargs, root)
+        try:
+            ray.init(**kwargs)
+        except Exception:  # noqa: BLE001 - Ray gives up after 30 s on a very busy machine
+            ray.shutdown()
+            ray.init(**kwargs)  # one retry; a second failure propagates
+        mode, shutdown = ("local", True) if owns_cluster(kwargs) else ("cluster", False)
+    info = {
+        "mode": mode,
+        "kwargs": kwargs,
+        "startup_s": time.perf_counter() - start,
+        "cpus": ray.cluster_resources().get("CPU", 0.0),
+    }
+    try:
+        yield info
+    finally:
+        if shutdown:
+            ray.shutdown()
+
+
+def run(
+    trainable: Callable[[dict], None],
+    param_space: dict,
+    *,
+    metric: str,
+    mode: str,
+    num_samples: int,
+    seed: int,
+    scheduler=None,
+    max_concurrent_trials: int | None = None,
+    name: str = "tune",
+    **with_parameters,
+) -> list[dict]:
+    """Run one Ray Tune experiment; return plain per-trial results.
+
+    Must be called inside :func:`session`. Configurations are drawn by Ray's
+    ``BasicVariantGenerator`` (random search / grid) seeded with ``seed``.
+
+    Args:
+        trainable: function trainable ``f(config, **with_parameters)`` that calls
+            ``ray.tune.report({...})`` once per training iteration.
+        param_space: Ray Tune search space (``tune.loguniform`` etc.).
+        metric, mode: the metric reported by the trainable and ``"min"``/``"max"``.
+        num_samples: number of trials (>= 1). seed: search seed (int).
+        scheduler: optional trial scheduler (e.g. :func:`asha`).
+        max_concurrent_trials: cap on parallel trials (1 makes ASHA deterministic).
+        name: experiment name (results under ``build/ray_results/<name>``).
+        **with_parameters: large objects (data) passed via the object store
+            (``tune.with_parameters``).
+
+    Returns:
+        list of dicts, one per trial: ``config``, ``last`` (last reported metrics) and
+        ``iterations`` (number of reports). Per-trial result files are not written (the
+        JSON/CSV loggers are off: they cost more CPU than these tiny trials), so report any
+        running best yourself.
+
+    Raises:
+        ValueError: bad mode or num_samples.
+    """
+    from ray import tune
+    from ray.tune.search import BasicVariantGenerator
+
+    if mode not in ("min", "max"):
+        raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
+    fn = tune.with_parameters(trainable, **with_parameters) if with_parameters else trainable
+    tuner = tune.Tuner(
+        fn,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            metric=metric,
+            mode=mode,
+            num_samples=num_samples,
+            scheduler=scheduler,
+            search_alg=BasicVariantGenerator(random_state=int(seed)),
+            max_concurrent_trials=max_concurrent_trials,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=name, storage_path=str(ROOT / "build" / "ray_results"), verbose=0
+        ),
+    )
+    grid = tuner.fit()
+    return [
+        {
+            "config": dict(res.config),
+            "last": dict(res.metrics or {}),
+            "iterations": int((res.metrics or {}).get("training_iteration", 0)),
+        }
+        for res in grid
+    ]
+
+
+def asha(max_t: int, grace_period: int = 1, reduction_factor: int = 3):
+    """ASHA early-stopping scheduler (Li et al. 2020, arXiv:1810.05934), time unit =
+    ``training_iteration`` (one ``tune.report`` call)."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=max_t,
+        grace_period=grace_period,
+        reduction_factor=reduction_factor,
+    )
+
+
+def child_cpu_seconds() -> float:
+    """CPU seconds (user + system) used so far by all live descendant processes of this one
+    (Ray's raylet, GCS, agents and workers when Ray runs locally). Call before shutdown."""
+    import psutil
+
+    total = 0.0
+    for p in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+def toy_trainable(config: dict) -> None:
+    """A tiny trainable for smoke tests and examples: reports ``loss = (x - 0.3)^2 + 1/i`` for
+    iterations i = 1..3 (it lives in this module so Ray workers can import it by name)."""
+    from ray import tune
+
+    for i in range(1, 4):
+        tune.report({"loss": (float(config["x"]) - 0.3) ** 2 + 1.0 / i})
