@@ -38,3 +38,11 @@ def test_show_refuses_unlabelled_figures_and_accepts_labelled():
     fig.colorbar(im)
     assert plot.missing_labels(fig) == ["axes 1: colorbar without a label"]
     plt.close(fig)
+    fig, (ax, cax) = plt.subplots(1, 2)
+    im = ax.imshow(np.eye(3))
+    ax.set(xlabel="key", ylabel="query")
+    cb = fig.colorbar(im, cax=cax)  # an explicit cax is a colorbar too
+    assert plot.missing_labels(fig) == ["axes 1: colorbar without a label"]
+    cb.set_label("weight")
+    assert plot.missing_labels(fig) == []
+    plt.close(fig)

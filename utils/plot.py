@@ -58,7 +58,9 @@ def missing_labels(fig: plt.Figure) -> list[str]:
         if not ax.get_visible() or not ax.axison:
             continue
         name = ax.get_title() or f"axes {i}"
-        if ax.get_label() == "<colorbar>":
+        # fig.colorbar(...) labels its own axes "<colorbar>"; one drawn into a given cax is
+        # recognised by the Colorbar that matplotlib attaches to it.
+        if ax.get_label() == "<colorbar>" or getattr(ax, "_colorbar", None) is not None:
             if not (ax.get_ylabel() or ax.get_xlabel()):
                 problems.append(f"{name}: colorbar without a label")
             continue
