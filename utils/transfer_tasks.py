@@ -295,6 +295,7 @@ def load_or_pretrain(config: SourceConfig, seed: int, *, directory: str | Path |
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         os.close(fd)
         torch.save(blob, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a cache is ordinary build output
         os.replace(tmp, path)  # atomic: parallel runs never read half a file
     except OSError:
         if tmp is not None and os.path.exists(tmp):
