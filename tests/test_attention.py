@@ -17,6 +17,7 @@ def _gen(seed):
 
 # ------------------------------------------------------------ scaled dot-product attention
 
+
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("batch", [(), (3,), (2, 4)])
 @pytest.mark.parametrize("mask", [None, "bool", "float", "bool_broadcast"])
@@ -60,12 +61,15 @@ def test_sdpa_weights_are_softmax_of_scaled_scores():
     torch.testing.assert_close(w, torch.softmax(q @ k.T / 4.0, -1))
 
 
-@pytest.mark.parametrize("shapes,match", [
-    (((2, 4, 8), (2, 5, 7), (2, 5, 3)), "head dim"),
-    (((2, 4, 8), (2, 5, 8), (2, 6, 3)), "same length"),
-    (((2, 4, 8), (3, 5, 8), (3, 5, 3)), "broadcast"),
-    (((8,), (5, 8), (5, 3)), ">= 2 dims"),
-])
+@pytest.mark.parametrize(
+    "shapes,match",
+    [
+        (((2, 4, 8), (2, 5, 7), (2, 5, 3)), "head dim"),
+        (((2, 4, 8), (2, 5, 8), (2, 6, 3)), "same length"),
+        (((2, 4, 8), (3, 5, 8), (3, 5, 3)), "broadcast"),
+        (((8,), (5, 8), (5, 3)), ">= 2 dims"),
+    ],
+)
 def test_sdpa_bad_shapes(shapes, match):
     q, k, v = (torch.randn(*s) for s in shapes)
     with pytest.raises(ValueError, match=match):
@@ -79,13 +83,13 @@ def test_sdpa_bad_mask():
     with pytest.raises(TypeError, match="bool or floating"):
         A.scaled_dot_product_attention(q, k, v, torch.ones(4, 5, dtype=torch.int64))
     with pytest.raises(ValueError, match="not both"):
-        A.scaled_dot_product_attention(q, k, v, torch.ones(4, 5, dtype=torch.bool),
-                                       is_causal=True)
+        A.scaled_dot_product_attention(q, k, v, torch.ones(4, 5, dtype=torch.bool), is_causal=True)
     with pytest.raises(TypeError, match="query must be a torch.Tensor"):
         A.scaled_dot_product_attention([1.0], k, v)
 
 
 # ----------------------------------------------------------------------- multi-head attention
+
 
 def _pair(E, H, bias, seed):
     torch.manual_seed(seed)
@@ -101,8 +105,9 @@ def _pair(E, H, bias, seed):
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("E,H", [(8, 1), (12, 3), (16, 4)])
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("masks", ["none", "padding", "attn_bool", "attn_float", "both",
-                                   "per_head"])
+@pytest.mark.parametrize(
+    "masks", ["none", "padding", "attn_bool", "attn_float", "both", "per_head"]
+)
 def test_mha_matches_torch(seed, E, H, bias, masks):
     mine, ref = _pair(E, H, bias, seed)
     g = _gen(seed + 100)
@@ -159,12 +164,18 @@ def test_mha_indivisible_heads(E, H):
         A.MultiHeadAttention(E, H)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"key_padding_mask": torch.zeros(2, 4, dtype=torch.bool)}, r"key_padding_mask must be "
-                                                                 r"\[N, S\] = \[2, 5\]"),
-    ({"attn_mask": torch.zeros(3, 3, dtype=torch.bool)}, r"attn_mask must be \[L, S\]"),
-    ({"head_mask": torch.ones(3)}, r"head_mask must be \[H\] = \[2\]"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (
+            {"key_padding_mask": torch.zeros(2, 4, dtype=torch.bool)},
+            r"key_padding_mask must be "
+            r"\[N, S\] = \[2, 5\]",
+        ),
+        ({"attn_mask": torch.zeros(3, 3, dtype=torch.bool)}, r"attn_mask must be \[L, S\]"),
+        ({"head_mask": torch.ones(3)}, r"head_mask must be \[H\] = \[2\]"),
+    ],
+)
 def test_mha_bad_masks(kwargs, match):
     m = A.MultiHeadAttention(8, 2)
     q, kv = torch.randn(2, 4, 8), torch.randn(2, 5, 8)
@@ -184,6 +195,7 @@ def test_mha_bad_inputs():
 
 # --------------------------------------------------------------------------- softmax analysis
 
+
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("temperature", [0.1, 1.0, 10.0])
 def test_softmax_jacobian_norm_and_entropy(seed, temperature):
@@ -196,6 +208,7 @@ def test_softmax_jacobian_norm_and_entropy(seed, temperature):
 
 
 # -------------------------------------------------------------------- positional encodings
+
 
 def test_sinusoidal_matches_paper_formula():
     pe = A.sinusoidal_encoding(50, 16, dtype=torch.float64)
@@ -229,6 +242,7 @@ def test_positional_encoding_add_concat_learned():
 
 # --------------------------------------------------------------------- tiny transformer
 
+
 @pytest.mark.parametrize("seed", range(3))
 def test_no_pe_self_attention_is_permutation_equivariant(seed):
     torch.manual_seed(seed)
@@ -236,16 +250,26 @@ def test_no_pe_self_attention_is_permutation_equivariant(seed):
     x = torch.randint(9, (4, 10))
     perm = torch.randperm(10)
     torch.testing.assert_close(model(x[:, perm]), model(x)[:, perm], atol=1e-5, rtol=1e-5)
-    with_pe = A.TinyTransformer(vocab_size=9, num_classes=5, d_model=16, num_heads=2,
-                                pe="sinusoidal")
+    with_pe = A.TinyTransformer(
+        vocab_size=9, num_classes=5, d_model=16, num_heads=2, pe="sinusoidal"
+    )
     assert not torch.allclose(with_pe(x[:, perm]), with_pe(x)[:, perm], atol=1e-3)
 
 
 @pytest.mark.parametrize("pool,shape", [("none", (3, 8, 4)), ("mean", (3, 4)), ("cls", (3, 4))])
 @pytest.mark.parametrize("combine", ["add", "concat"])
 def test_tiny_transformer_shapes(pool, shape, combine):
-    m = A.TinyTransformer(input_dim=5, num_classes=4, d_model=16, num_heads=4, num_layers=2,
-                          pool=pool, combine=combine, pe="learned", causal=True)
+    m = A.TinyTransformer(
+        input_dim=5,
+        num_classes=4,
+        d_model=16,
+        num_heads=4,
+        num_layers=2,
+        pool=pool,
+        combine=combine,
+        pe="learned",
+        causal=True,
+    )
     out, maps = m(torch.randn(3, 8, 5), return_attention=True)
     assert out.shape == shape and len(maps) == 2
     assert maps[0].shape[:2] == (3, 4)
@@ -266,17 +290,26 @@ def test_patchify_row_major():
 
 # ----------------------------------------------------------------------------- seq tasks
 
+
 def test_tasks_and_training_learns_previous_token():
     x, y = T.previous_token(8, 5, 4, generator=_gen(0))
     assert torch.equal(y[:, 1:], x[:, :-1]) and torch.all(y[:, 0] == T.IGNORE)
     x2, y2 = T.two_relations(8, 5, 4, generator=_gen(0))
     assert y2.shape == (8, 5, 2) and torch.all(y2[..., 1] == x2[:, :1])
-    xs, ys = (torch.stack(t) for t in zip(*[T.previous_token(256, 6, 4, generator=_gen(s))
-                                             for s in (1, 2)], strict=True))
+    xs, ys = (
+        torch.stack(t)
+        for t in zip(*[T.previous_token(256, 6, 4, generator=_gen(s)) for s in (1, 2)], strict=True)
+    )
     models, curve = T.train_seeds(
-        lambda: A.TinyTransformer(vocab_size=4, num_classes=4, d_model=16, num_heads=2,
-                                  d_ff=0, pe="learned", max_len=6),
-        [1, 2], xs, ys, steps=120, lr=2e-2)
+        lambda: A.TinyTransformer(
+            vocab_size=4, num_classes=4, d_model=16, num_heads=2, d_ff=0, pe="learned", max_len=6
+        ),
+        [1, 2],
+        xs,
+        ys,
+        steps=120,
+        lr=2e-2,
+    )
     assert curve.shape == (120, 2)
     assert all(float(T.accuracy(m(xs[i]), ys[i])) > 0.9 for i, m in enumerate(models))
     with pytest.raises(ValueError, match="stacked per seed"):

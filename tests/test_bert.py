@@ -52,9 +52,13 @@ def _close(actual, expected):
 def test_hidden_states_and_attentions_equal_transformers(name, hf_model):
     batch, out = bert.encode(SENTENCE_SETS[name])
     with torch.no_grad():
-        ref = hf_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                       token_type_ids=batch.token_type_ids, output_hidden_states=True,
-                       output_attentions=True)
+        ref = hf_model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            token_type_ids=batch.token_type_ids,
+            output_hidden_states=True,
+            output_attentions=True,
+        )
     assert len(out.hidden_states) == len(ref.hidden_states) == 7
     assert len(out.attentions) == len(ref.attentions) == 6
     real = batch.attention_mask.bool()  # padded query positions are undefined in both
@@ -72,10 +76,13 @@ def test_hidden_states_and_attentions_equal_transformers(name, hf_model):
         assert torch.all(mine.masked_select(~real[:, None, None, :]) == 0)
 
 
-@pytest.mark.parametrize("sentences", [
-    SENTENCE_SETS["padded"] + SENTENCE_SETS["odd"],
-    ["word " * 300 + "end"],  # longer than 256 tokens: truncated as sentence-transformers does
-])
+@pytest.mark.parametrize(
+    "sentences",
+    [
+        SENTENCE_SETS["padded"] + SENTENCE_SETS["odd"],
+        ["word " * 300 + "end"],  # longer than 256 tokens: truncated as sentence-transformers does
+    ],
+)
 def test_sentence_embeddings_equal_sentence_transformers(sentences, st_model):
     mine = bert.sentence_embeddings(sentences)
     theirs = st_model.encode(sentences, convert_to_tensor=True, batch_size=len(sentences))
@@ -89,8 +96,9 @@ def test_unnormalised_embedding_is_mean_of_real_tokens(hf_model):
     raw = bert.sentence_embeddings(sentences, normalize=False)
     batch = bert.tokenize(sentences)
     with torch.no_grad():
-        last = hf_model(input_ids=batch.input_ids,
-                        attention_mask=batch.attention_mask).last_hidden_state
+        last = hf_model(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask
+        ).last_hidden_state
     for i, n in enumerate(batch.attention_mask.sum(1).tolist()):
         _close(raw[i], last[i, :n].mean(0))
 
@@ -160,7 +168,9 @@ def test_head_pattern_scores_match_a_loop_and_find_a_constructed_head():
     sc = bert.head_pattern_scores([prev], batch.input_ids, batch.attention_mask)
     assert sc["previous"].item() == pytest.approx(1.0) and sc["next"].item() == 0.0
     assert bert.top_heads(torch.tensor([[0.1, 0.9], [0.5, 0.2]]), k=2) == [
-        (0, 1, pytest.approx(0.9)), (1, 0, pytest.approx(0.5))]
+        (0, 1, pytest.approx(0.9)),
+        (1, 0, pytest.approx(0.5)),
+    ]
 
 
 def test_bad_inputs_raise():
@@ -205,8 +215,14 @@ def test_bad_inputs_raise():
 
 
 def test_load_hf_state_dict_rejects_incomplete_or_foreign_weights():
-    cfg = bert.BertConfig(vocab_size=10, hidden_size=8, num_layers=1, num_heads=2,
-                          intermediate_size=16, max_position=5)
+    cfg = bert.BertConfig(
+        vocab_size=10,
+        hidden_size=8,
+        num_layers=1,
+        num_heads=2,
+        intermediate_size=16,
+        max_position=5,
+    )
     model = bert.BertEncoder(cfg)
     state = {bert.hf_name(n): torch.randn_like(p) for n, p in model.named_parameters()}
     assert model.load_hf_state_dict(state) is model

@@ -55,7 +55,7 @@ def test_top_eigenvalue_matches_autograd_hessian_on_tiny_net(seed):
     def loss_of_flat(flat):
         parts, i = {}, 0
         for name, s in zip(names, shapes, strict=True):
-            parts[name] = flat[i:i + s.numel()].view(s)
+            parts[name] = flat[i : i + s.numel()].view(s)
             i += s.numel()
         return F.cross_entropy(torch.func.functional_call(net, parts, (x,)), y)
 
@@ -72,11 +72,13 @@ def test_hvp_on_net_matches_autograd_hessian():
     params = list(net.parameters())
     v = [torch.randn_like(p) for p in params]
     hv = L.hvp(closure, net, v)
+
     # reference: torch.autograd.functional.hvp on the same function of the parameter tuple
     def f(*ps):
         names = [n for n, _ in net.named_parameters()]
         out = torch.func.functional_call(net, dict(zip(names, ps, strict=True)), (x,))
         return F.cross_entropy(out, y)
+
     _, ref = torch.autograd.functional.hvp(f, tuple(p.detach() for p in params), tuple(v))
     for a, b in zip(hv, ref, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
@@ -85,8 +87,9 @@ def test_hvp_on_net_matches_autograd_hessian():
 @pytest.mark.parametrize("ignore", ["biasbn", "none"])
 def test_filter_normalized_direction_matches_filter_norms(ignore):
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
-                        nn.Linear(4 * 4 * 4, 5))
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 5)
+    )
     d = L.filter_normalized_direction(net, seed=3, ignore=ignore)
     for p, di in zip(net.parameters(), d, strict=True):
         assert di.shape == p.shape
@@ -94,8 +97,9 @@ def test_filter_normalized_direction_matches_filter_norms(ignore):
             expected = torch.zeros_like(p) if ignore == "biasbn" else p.detach()
             torch.testing.assert_close(di, expected)
         else:
-            torch.testing.assert_close(di.flatten(1).norm(dim=1),
-                                       p.detach().flatten(1).norm(dim=1), rtol=1e-5, atol=1e-7)
+            torch.testing.assert_close(
+                di.flatten(1).norm(dim=1), p.detach().flatten(1).norm(dim=1), rtol=1e-5, atol=1e-7
+            )
     # reproducible and seed-dependent
     d2 = L.filter_normalized_direction(net, seed=3, ignore=ignore)
     d3 = L.filter_normalized_direction(net, seed=4, ignore=ignore)

@@ -26,8 +26,9 @@ def _pair(dims, dtype, **kw):
 @pytest.mark.parametrize("dims,shape", CASES)
 # float64: agreement to 1e-10; float32: 1e-6 absolute, plus 1e-5 relative for sums over the
 # batch, whose float32 rounding depends on the summation order (torch's kernel vs ours).
-@pytest.mark.parametrize("dtype,tol,rtol", [(torch.float64, 1e-10, 1e-10),
-                                            (torch.float32, 1e-6, 1e-5)])
+@pytest.mark.parametrize(
+    "dtype,tol,rtol", [(torch.float64, 1e-10, 1e-10), (torch.float32, 1e-6, 1e-5)]
+)
 @pytest.mark.parametrize("affine", [True, False])
 @pytest.mark.parametrize("momentum", [0.1, 0.7, None])
 @pytest.mark.parametrize("track", [True, False])
@@ -87,32 +88,41 @@ def test_plugs_into_models():
     assert net(torch.randn(2, 1, 6, 6)).shape == (2, 3)
 
 
-@pytest.mark.parametrize("cls,bad", [
-    (norm.BatchNorm1d, (4,)), (norm.BatchNorm1d, (2, 3, 4, 5)), (norm.BatchNorm2d, (2, 3, 4)),
-    (norm.NoisyBatchNorm2d, (2, 3)),
-])
+@pytest.mark.parametrize(
+    "cls,bad",
+    [
+        (norm.BatchNorm1d, (4,)),
+        (norm.BatchNorm1d, (2, 3, 4, 5)),
+        (norm.BatchNorm2d, (2, 3, 4)),
+        (norm.NoisyBatchNorm2d, (2, 3)),
+    ],
+)
 def test_bad_shape_raises_with_shape(cls, bad):
     with pytest.raises(ValueError, match=str(tuple(bad)).replace("(", r"\(").replace(")", r"\)")):
         cls(3)(torch.randn(bad))
 
 
-@pytest.mark.parametrize("cls,shape", [(norm.BatchNorm1d, (4, 5)), (norm.BatchNorm2d, (2, 5, 3, 3)),
-                                       (norm.NoisyBatchNorm1d, (4, 5))])
+@pytest.mark.parametrize(
+    "cls,shape",
+    [(norm.BatchNorm1d, (4, 5)), (norm.BatchNorm2d, (2, 5, 3, 3)), (norm.NoisyBatchNorm1d, (4, 5))],
+)
 def test_num_features_mismatch_raises(cls, shape):
     with pytest.raises(ValueError, match=r"num_features=3.*|5 features"):
         cls(3)(torch.randn(shape))
 
 
-@pytest.mark.parametrize("kw", [{"num_features": 0}, {"num_features": 2.5}, {"eps": 0},
-                                {"momentum": 1.5}])
+@pytest.mark.parametrize(
+    "kw", [{"num_features": 0}, {"num_features": 2.5}, {"eps": 0}, {"momentum": 1.5}]
+)
 def test_bad_arguments(kw):
     args = {"num_features": 3, **kw}
     with pytest.raises(ValueError, match=next(iter(kw))):
         norm.BatchNorm1d(**args)
 
 
-@pytest.mark.parametrize("kw", [{"mean_range": -1}, {"scale_range": (0, 1)},
-                                {"scale_range": (2, 1)}, {"jitter": -0.1}])
+@pytest.mark.parametrize(
+    "kw", [{"mean_range": -1}, {"scale_range": (0, 1)}, {"scale_range": (2, 1)}, {"jitter": -0.1}]
+)
 def test_noisy_bad_arguments(kw):
     with pytest.raises(ValueError, match=next(iter(kw))):
         norm.NoisyBatchNorm1d(3, **kw)

@@ -104,14 +104,20 @@ def make_mlp() -> nn.Module:
     """Linear(no bias) -> BatchNorm -> tanh -> Linear, float64; the first weight is
     scale-invariant (per output channel), the last one is not."""
     torch.manual_seed(1)
-    return nn.Sequential(nn.Linear(6, 16, bias=False), nn.BatchNorm1d(16), nn.Tanh(),
-                         nn.Linear(16, 3)).double()
+    return nn.Sequential(
+        nn.Linear(6, 16, bias=False), nn.BatchNorm1d(16), nn.Tanh(), nn.Linear(16, 3)
+    ).double()
 
 
 def make_cnn() -> nn.Module:
     torch.manual_seed(2)
-    return nn.Sequential(nn.Conv2d(1, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
-                         nn.Flatten(), nn.Linear(4 * 4 * 4, 3)).double()
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, bias=False),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 4 * 4, 3),
+    ).double()
 
 
 _GEN = torch.Generator().manual_seed(0)
@@ -152,8 +158,9 @@ def _groups(model, kw, split_lr):
 
 def _assert_params_close(m_ours, m_ref, step, rtol=RTOL, atol=ATOL):
     for (n, a), b in zip(m_ours.named_parameters(), m_ref.parameters(), strict=True):
-        torch.testing.assert_close(a, b, rtol=rtol, atol=atol,
-                                   msg=lambda s, n=n: f"param {n} at step {step}: {s}")
+        torch.testing.assert_close(
+            a, b, rtol=rtol, atol=atol, msg=lambda s, n=n: f"param {n} at step {step}: {s}"
+        )
 
 
 def run_side_by_side(name, kw, make_model=make_mlp, steps=STEPS, split_lr=False):
@@ -306,8 +313,9 @@ def test_state_dict_interchangeable_with_reference(name, direction):
     kw = ROUND_TRIP[name]
     make_ours = lambda ps: ours_cls(ps, **kw)  # noqa: E731
     make_ref = lambda ps: ref_cls(ps, **_ref_kwargs(name, kw))  # noqa: E731
-    make_src, make_dst = (make_ref, make_ours) if direction == "ref_to_ours" else (
-        make_ours, make_ref)
+    make_src, make_dst = (
+        (make_ref, make_ours) if direction == "ref_to_ours" else (make_ours, make_ref)
+    )
     src = make_mlp()
     o_src = make_src(src.parameters())
     for _ in range(K):
@@ -366,20 +374,23 @@ def test_invalid_arguments_raise_like_reference(name, kw):
         ours_cls(params, **kw)
 
 
-@pytest.mark.parametrize("cls,kw,match", [
-    # adamp.AdamP validates nothing; ours does, with torch's wording
-    (optim.AdamP, dict(lr=-1), "Invalid learning rate: -1"),
-    (optim.AdamP, dict(betas=(0.9, 1.0)), "Invalid beta parameter at index 1: 1.0"),
-    (optim.AdamP, dict(eps=-1e-8), "Invalid epsilon value: -1e-08"),
-    (optim.AdamP, dict(delta=-0.1), "Invalid delta value: -0.1"),
-    (optim.AdamP, dict(wd_ratio=-1), "Invalid wd_ratio value: -1"),
-    # options that only ours has / does not implement
-    (optim.Adam, dict(form="keras"), "Invalid form value: 'keras'"),
-    (optim.AdamW, dict(form=None), "Invalid form value: None"),
-    (optim.Adam, dict(foreach=True), "Invalid foreach value: True"),
-    (optim.SGD, dict(fused=True), "Invalid fused value: True"),
-    (optim.RMSprop, dict(capturable=True), "Invalid capturable value: True"),
-])
+@pytest.mark.parametrize(
+    "cls,kw,match",
+    [
+        # adamp.AdamP validates nothing; ours does, with torch's wording
+        (optim.AdamP, dict(lr=-1), "Invalid learning rate: -1"),
+        (optim.AdamP, dict(betas=(0.9, 1.0)), "Invalid beta parameter at index 1: 1.0"),
+        (optim.AdamP, dict(eps=-1e-8), "Invalid epsilon value: -1e-08"),
+        (optim.AdamP, dict(delta=-0.1), "Invalid delta value: -0.1"),
+        (optim.AdamP, dict(wd_ratio=-1), "Invalid wd_ratio value: -1"),
+        # options that only ours has / does not implement
+        (optim.Adam, dict(form="keras"), "Invalid form value: 'keras'"),
+        (optim.AdamW, dict(form=None), "Invalid form value: None"),
+        (optim.Adam, dict(foreach=True), "Invalid foreach value: True"),
+        (optim.SGD, dict(fused=True), "Invalid fused value: True"),
+        (optim.RMSprop, dict(capturable=True), "Invalid capturable value: True"),
+    ],
+)
 def test_invalid_arguments_ours_only(cls, kw, match):
     with pytest.raises(ValueError, match=re.escape(match)):
         cls([nn.Parameter(torch.zeros(2))], **kw)
@@ -423,23 +434,32 @@ def _run_ours(opt_factory, scale, steps=STEPS):
 @pytest.mark.parametrize("amsgrad", [False, True])
 def test_adam_notes_form_equals_hand_written_notes_formula(amsgrad):
     lr, (b1, b2), eps, scale = 1e-2, (0.9, 0.999), 1e-6, 1e-3
-    ours = _run_ours(lambda ps: optim.Adam(ps, lr=lr, eps=eps, amsgrad=amsgrad, form="notes"),
-                     scale)
+    ours = _run_ours(
+        lambda ps: optim.Adam(ps, lr=lr, eps=eps, amsgrad=amsgrad, form="notes"), scale
+    )
     w, m, v, vmax = W0.clone(), torch.zeros(4, dtype=torch.float64), 0 * W0, 0 * W0
     for t in range(1, STEPS + 1):
         g = _quadratic_grad(w, scale)
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g**2
         vmax = torch.maximum(vmax, v)
-        w = w - lr / torch.sqrt((vmax if amsgrad else v) + eps) * math.sqrt(1 - b2**t) / (
-            1 - b1**t) * m
+        w = (
+            w
+            - lr
+            / torch.sqrt((vmax if amsgrad else v) + eps)
+            * math.sqrt(1 - b2**t)
+            / (1 - b1**t)
+            * m
+        )
         torch.testing.assert_close(ours[t - 1], w, rtol=RTOL, atol=ATOL)
 
 
 def test_adam_forms_differ_only_when_eps_is_large_relative_to_sqrt_v():
     def both(scale, eps):
-        return [_run_ours(lambda ps, f=f: optim.Adam(ps, lr=1e-2, eps=eps, form=f), scale)
-                for f in optim.ADAM_FORMS]
+        return [
+            _run_ours(lambda ps, f=f: optim.Adam(ps, lr=1e-2, eps=eps, form=f), scale)
+            for f in optim.ADAM_FORMS
+        ]
 
     def rel_gap(a, b):
         return ((a - b).norm(dim=1) / (b - W0).norm(dim=1)).max().item()
@@ -464,12 +484,14 @@ def test_adam_update_helper_equals_one_optimizer_step(form):
         w.grad = torch.randn_like(w) * 1e-2
         opt.step()
         st = opt.state[w]
-        expected = optim.adam_update(st["exp_avg"], st["exp_avg_sq"], int(st["step"].item()),
-                                     lr=0.1, eps=1e-3, form=form)
+        expected = optim.adam_update(
+            st["exp_avg"], st["exp_avg_sq"], int(st["step"].item()), lr=0.1, eps=1e-3, form=form
+        )
         torch.testing.assert_close(before - w.detach(), expected, rtol=1e-12, atol=1e-15)
     assert optim.adam_step_size(0.1, (0.9, 0.999), 1, "pytorch") == pytest.approx(1.0)
     assert optim.adam_step_size(0.1, (0.9, 0.999), 1, "notes") == pytest.approx(
-        1.0 * math.sqrt(0.001))
+        1.0 * math.sqrt(0.001)
+    )
     with pytest.raises(ValueError, match="Invalid step value"):
         optim.adam_step_size(0.1, (0.9, 0.999), 0)
     with pytest.raises(ValueError, match="Invalid form value"):
@@ -502,5 +524,4 @@ def test_adagrad_effective_step_shrinks_like_the_notes_say():
         opt.step()
     eff = 0.1 / (opt.state[w]["sum"].sqrt() + 1e-10)
     assert eff[1] > 3 * eff[0]
-    torch.testing.assert_close(opt.state[w]["sum"], torch.tensor([20.0, 2.0],
-                                                                 dtype=torch.float64))
+    torch.testing.assert_close(opt.state[w]["sum"], torch.tensor([20.0, 2.0], dtype=torch.float64))

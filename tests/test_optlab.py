@@ -27,8 +27,9 @@ def test_sign_flips_ignores_tiny_values():
 
 def test_quadratic_helpers():
     h = optlab.rotated_hessian([1.0, 100.0], math.pi / 4)
-    torch.testing.assert_close(torch.linalg.eigvalsh(h), torch.tensor([1.0, 100.0],
-                                                                      dtype=torch.float64))
+    torch.testing.assert_close(
+        torch.linalg.eigvalsh(h), torch.tensor([1.0, 100.0], dtype=torch.float64)
+    )
     w = torch.tensor([1.0, 2.0], dtype=torch.float64)
     assert float(optlab.quadratic_loss(w, torch.eye(2, dtype=torch.float64))) == pytest.approx(2.5)
     with pytest.raises(ValueError, match="curvatures"):
@@ -90,8 +91,9 @@ def test_train_until_stops_each_model_at_the_target():
     y = (x[:, 0] > 0).long()
     base, params = sweep.init_stack(lambda: nn.Linear(3, 2), [0, 1])
     tr = sweep.StackedTrainer(base, params, lr=[0.5, 0.0])  # model 1 never moves
-    reached = optlab.train_until(tr, x, y, batch_size=64, seeds=[0, 1], target=0.3,
-                                 check_every=1, max_steps=400)
+    reached = optlab.train_until(
+        tr, x, y, batch_size=64, seeds=[0, 1], target=0.3, check_every=1, max_steps=400
+    )
     assert np.isfinite(reached[0]) and np.isinf(reached[1])
     assert float(tr.loss(x, y)[0]) <= 0.3
 

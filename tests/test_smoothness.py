@@ -36,8 +36,9 @@ def test_probe_is_exact_on_a_quadratic():
         w2 = w - eta * grad
         assert loss == pytest.approx(float(((xa @ w2 - y.flatten()) ** 2).mean()), rel=1e-9)
     assert p["grad_norm"] == pytest.approx(float(grad.norm()), rel=1e-9)
-    assert p["loss_range"] == pytest.approx(max([p["loss"], *p["losses"]])
-                                            - min([p["loss"], *p["losses"]]))
+    assert p["loss_range"] == pytest.approx(
+        max([p["loss"], *p["losses"]]) - min([p["loss"], *p["losses"]])
+    )
 
 
 def test_probe_leaves_parameters_and_running_stats_untouched():
@@ -63,8 +64,9 @@ def test_train_with_probes_records_and_trains():
     torch.manual_seed(0)
     x, y = torch.randn(64, 6), torch.randint(0, 2, (64,))
     net = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 2))
-    h = smoothness.train_with_probes(net, x, y, lr=0.1, steps=20, batch_size=16, probe_every=5,
-                                     watch=net[1])
+    h = smoothness.train_with_probes(
+        net, x, y, lr=0.1, steps=20, batch_size=16, probe_every=5, watch=net[1]
+    )
     assert len(h["step_loss"]) == 20 and h["probe_step"] == [0, 5, 10, 15]
     assert len(h["beta_max"]) == 4 and all(b > 0 for b in h["beta_max"])
     assert len(h["unit_means"]) == 20 and h["unit_means"][0].shape == (16,)  # probes not recorded
@@ -77,8 +79,9 @@ def test_train_with_probes_rejects_bad_arguments(kw):
     args = {"lr": 0.1, "steps": 2, **kw}
     name = next(iter(kw))
     with pytest.raises(ValueError, match=name):
-        smoothness.train_with_probes(nn.Linear(2, 2), torch.randn(4, 2), torch.zeros(4).long(),
-                                     **args)
+        smoothness.train_with_probes(
+            nn.Linear(2, 2), torch.randn(4, 2), torch.zeros(4).long(), **args
+        )
 
 
 def test_full_batch_gd_stability_and_target():

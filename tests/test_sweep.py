@@ -10,17 +10,22 @@ from utils import sweep, train
 SEEDS = [3, 11, 29]
 CONFIGS = [
     ("sgd", dict(), torch.optim.SGD, dict()),
-    ("sgd", dict(momentum=0.9, weight_decay=1e-3), torch.optim.SGD,
-     dict(momentum=0.9, weight_decay=1e-3)),
-    ("sgd", dict(momentum=0.9, nesterov=True), torch.optim.SGD,
-     dict(momentum=0.9, nesterov=True)),
-    ("sgd", dict(momentum=0.5, dampening=0.5), torch.optim.SGD,
-     dict(momentum=0.5, dampening=0.5)),
-    ("adam", dict(betas=(0.8, 0.99), eps=1e-6, weight_decay=1e-3), torch.optim.Adam,
-     dict(betas=(0.8, 0.99), eps=1e-6, weight_decay=1e-3)),
+    (
+        "sgd",
+        dict(momentum=0.9, weight_decay=1e-3),
+        torch.optim.SGD,
+        dict(momentum=0.9, weight_decay=1e-3),
+    ),
+    ("sgd", dict(momentum=0.9, nesterov=True), torch.optim.SGD, dict(momentum=0.9, nesterov=True)),
+    ("sgd", dict(momentum=0.5, dampening=0.5), torch.optim.SGD, dict(momentum=0.5, dampening=0.5)),
+    (
+        "adam",
+        dict(betas=(0.8, 0.99), eps=1e-6, weight_decay=1e-3),
+        torch.optim.Adam,
+        dict(betas=(0.8, 0.99), eps=1e-6, weight_decay=1e-3),
+    ),
     ("adamw", dict(weight_decay=0.1), torch.optim.AdamW, dict(weight_decay=0.1)),
-    ("rmsprop", dict(alpha=0.9, momentum=0.5), torch.optim.RMSprop,
-     dict(alpha=0.9, momentum=0.5)),
+    ("rmsprop", dict(alpha=0.9, momentum=0.5), torch.optim.RMSprop, dict(alpha=0.9, momentum=0.5)),
 ]
 
 
@@ -46,13 +51,24 @@ def test_stacked_equals_separate_torch_optim_runs(name, kw, ref_cls, ref_kw, bat
     for i, (seed, lr) in enumerate(zip(SEEDS, lrs, strict=True)):
         torch.manual_seed(seed)
         model = _make()
-        ref_hist = train.fit(model, x, y, optimizer=ref_cls(model.parameters(), lr=lr, **ref_kw),
-                             epochs=6, batch_size=batch_size, seed=seed, progress=False)
+        ref_hist = train.fit(
+            model,
+            x,
+            y,
+            optimizer=ref_cls(model.parameters(), lr=lr, **ref_kw),
+            epochs=6,
+            batch_size=batch_size,
+            seed=seed,
+            progress=False,
+        )
         for k, v in model.state_dict().items():
             torch.testing.assert_close(params[k][i], v, rtol=1e-9, atol=1e-11)
-        torch.testing.assert_close(torch.as_tensor(hist["step_loss"][:, i]),
-                                   torch.as_tensor(ref_hist["step_loss"], dtype=torch.float64),
-                                   rtol=1e-9, atol=1e-11)
+        torch.testing.assert_close(
+            torch.as_tensor(hist["step_loss"][:, i]),
+            torch.as_tensor(ref_hist["step_loss"], dtype=torch.float64),
+            rtol=1e-9,
+            atol=1e-11,
+        )
 
 
 def test_per_model_lr_can_change_and_freeze_a_model():
@@ -60,8 +76,15 @@ def test_per_model_lr_can_change_and_freeze_a_model():
     base, params = sweep.init_stack(_make, SEEDS)
     before = {k: v.clone() for k, v in params.items()}
     tr = sweep.StackedTrainer(base, params, optimizer="adam", lr=[0.0, 0.01, 0.01])
-    sweep.fit_stacked(tr, x, y, epochs=2, batch_size=10, seeds=SEEDS,
-                      lr_schedule=lambda s: [0.0, 0.01 / (1 + s), 0.01])
+    sweep.fit_stacked(
+        tr,
+        x,
+        y,
+        epochs=2,
+        batch_size=10,
+        seeds=SEEDS,
+        lr_schedule=lambda s: [0.0, 0.01 / (1 + s), 0.01],
+    )
     for k in params:
         assert torch.equal(params[k][0], before[k][0])
         assert not torch.equal(params[k][1], before[k][1])
@@ -78,8 +101,7 @@ def test_eval_predict_accuracy_and_to_module():
         out = m(x)
     torch.testing.assert_close(tr.predict(x)[2], out)
     torch.testing.assert_close(tr.loss(x, y)[2], F.cross_entropy(out, y))
-    assert float(tr.accuracy(x, y)[2]) == pytest.approx(float((out.argmax(1) == y).double()
-                                                               .mean()))
+    assert float(tr.accuracy(x, y)[2]) == pytest.approx(float((out.argmax(1) == y).double().mean()))
 
 
 def test_per_model_batches():

@@ -24,7 +24,7 @@ def fake_task(n=20, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(3 * n, 1, 14, 14, generator=g)
     y = torch.arange(3 * n) % 5
-    return TT.TargetTask(x[:n], y[:n], x[n:2 * n], y[n:2 * n], x[2 * n:], y[2 * n:], 0.0, 4)
+    return TT.TargetTask(x[:n], y[:n], x[n : 2 * n], y[n : 2 * n], x[2 * n :], y[2 * n :], 0.0, 4)
 
 
 # ----------------------------------------------------------------------------- freezing
@@ -109,11 +109,17 @@ def test_param_groups_per_part_lr():
     assert "stem" not in [g["name"] for g in T.param_groups(m, {}, default_lr=1e-3)]
 
 
-@pytest.mark.parametrize("lrs, default, err", [
-    ({"neck": 1e-3}, None, ValueError), ({"head": 0.0}, None, ValueError),
-    ({"head": -1.0}, None, ValueError), ({"head": math.nan}, None, ValueError),
-    ({"head": 1e-3}, 0.0, ValueError), ([("head", 1e-3)], None, TypeError),
-])
+@pytest.mark.parametrize(
+    "lrs, default, err",
+    [
+        ({"neck": 1e-3}, None, ValueError),
+        ({"head": 0.0}, None, ValueError),
+        ({"head": -1.0}, None, ValueError),
+        ({"head": math.nan}, None, ValueError),
+        ({"head": 1e-3}, 0.0, ValueError),
+        ([("head", 1e-3)], None, TypeError),
+    ],
+)
 def test_param_groups_validation(lrs, default, err):
     with pytest.raises(err):
         T.param_groups(tiny_resnet(), lrs, default_lr=default)
@@ -136,11 +142,26 @@ def test_train_steps_counts_and_evals():
     m = tiny_resnet()
     x, y = torch.rand(10, 1, 14, 14), torch.arange(10) % 5
     opt = torch.optim.Adam(m.parameters(), lr=1e-3)
-    h = T.train_steps(m, x, y, optimizer=opt, steps=7, batch_size=4, eval_every=3,
-                      evals={"acc": lambda mm: T.accuracy(mm, x, y)})
+    h = T.train_steps(
+        m,
+        x,
+        y,
+        optimizer=opt,
+        steps=7,
+        batch_size=4,
+        eval_every=3,
+        evals={"acc": lambda mm: T.accuracy(mm, x, y)},
+    )
     assert len(h["loss"]) == 7 and h["step"] == [0, 3, 6, 7] and len(h["acc"]) == 4
-    h = T.train_steps(m, x, y, optimizer=opt, steps=2, batch_size=4,
-                      evals={"acc": lambda mm: T.accuracy(mm, x, y)})
+    h = T.train_steps(
+        m,
+        x,
+        y,
+        optimizer=opt,
+        steps=2,
+        batch_size=4,
+        evals={"acc": lambda mm: T.accuracy(mm, x, y)},
+    )
     assert h["step"] == [2]
     opt = torch.optim.Adam(m.parameters(), lr=1e-2)
     T.train_steps(m, x, y, optimizer=opt, steps=4, batch_size=4, cosine=True)
@@ -149,18 +170,33 @@ def test_train_steps_counts_and_evals():
         T.train_steps(m, x, y, optimizer=opt, steps=1, batch_size=4, cosine=1)
 
 
-@pytest.mark.parametrize("kw, err", [
-    ({"steps": 0}, ValueError), ({"batch_size": 0}, ValueError), ({"eval_every": 0}, ValueError),
-    ({"y": torch.zeros(3, dtype=torch.long)}, ValueError), ({"x": [1.0]}, TypeError),
-])
+@pytest.mark.parametrize(
+    "kw, err",
+    [
+        ({"steps": 0}, ValueError),
+        ({"batch_size": 0}, ValueError),
+        ({"eval_every": 0}, ValueError),
+        ({"y": torch.zeros(3, dtype=torch.long)}, ValueError),
+        ({"x": [1.0]}, TypeError),
+    ],
+)
 def test_train_steps_validation(kw, err):
     m = tiny_resnet()
-    args = {"x": torch.rand(4, 1, 14, 14), "y": torch.zeros(4, dtype=torch.long), "steps": 1,
-            "batch_size": 2}
+    args = {
+        "x": torch.rand(4, 1, 14, 14),
+        "y": torch.zeros(4, dtype=torch.long),
+        "steps": 1,
+        "batch_size": 2,
+    }
     args.update(kw)
     with pytest.raises(err):
-        T.train_steps(m, args.pop("x"), args.pop("y"), optimizer=torch.optim.SGD(
-            m.parameters(), lr=0.1), **args)
+        T.train_steps(
+            m,
+            args.pop("x"),
+            args.pop("y"),
+            optimizer=torch.optim.SGD(m.parameters(), lr=0.1),
+            **args,
+        )
 
 
 def test_steps_to_reach():
@@ -198,37 +234,72 @@ def test_make_arm_and_run_arm_choose_lr_on_validation():
 def test_transfer_grid_shapes_and_validation():
     srcs = [TINY.build().eval(), TINY.build().eval()]
     lrs = {"scratch": [1e-3], "finetune": [1e-3, 1e-2], "probe": [1e-2]}
-    g = T.transfer_grid(srcs, TINY, [0.0, 1.0], [5], [1, 2], lrs=lrs, steps=2, batch_size=16,
-                        probe_steps=3, curve_cells=[(0.0, 5)], eval_every=1)
+    g = T.transfer_grid(
+        srcs,
+        TINY,
+        [0.0, 1.0],
+        [5],
+        [1, 2],
+        lrs=lrs,
+        steps=2,
+        batch_size=16,
+        probe_steps=3,
+        curve_cells=[(0.0, 5)],
+        eval_every=1,
+    )
     assert g["acc"]["finetune"].shape == (2, 1, 2) and g["lr"]["finetune"].shape == (2, 1)
     assert len(g["curves"][(0.0, 5)]["scratch"]) == 2
     assert g["curves"][(0.0, 5)]["finetune"][0]["step"] == [0, 1, 2]
     with pytest.raises(ValueError, match="one source model per seed"):
         T.transfer_grid(srcs, TINY, [0.0], [5], [1], lrs=lrs, steps=1, batch_size=4)
     with pytest.raises(ValueError, match="lrs must map"):
-        T.transfer_grid(srcs, TINY, [0.0], [5], [1, 2], lrs={"scratch": [1e-3]}, steps=1,
-                        batch_size=4)
+        T.transfer_grid(
+            srcs, TINY, [0.0], [5], [1, 2], lrs={"scratch": [1e-3]}, steps=1, batch_size=4
+        )
 
 
 def test_forgetting_run_frozen_keeps_source_and_validation():
     src = TINY.build().eval()
     task = fake_task()
     xs, ys = torch.rand(30, 1, 14, 14), torch.arange(30) % 5
-    h = T.forgetting_run(src, task, (xs, ys), arm="frozen", lr=1e-2, steps=4, batch_size=8,
-                         seed=0, eval_every=2)
+    h = T.forgetting_run(
+        src, task, (xs, ys), arm="frozen", lr=1e-2, steps=4, batch_size=8, seed=0, eval_every=2
+    )
     assert h["step"] == [0, 2, 4] and len(set(h["source_acc"])) == 1
-    full = T.forgetting_run(src, task, (xs, ys), arm="full", lr=1e-2, steps=4, batch_size=8,
-                            seed=0, eval_every=2)
+    full = T.forgetting_run(
+        src, task, (xs, ys), arm="full", lr=1e-2, steps=4, batch_size=8, seed=0, eval_every=2
+    )
     assert full["source_acc"][0] == h["source_acc"][0]
     with pytest.raises(ValueError, match="arm must be one of"):
-        T.forgetting_run(src, task, (xs, ys), arm="lwf", lr=1e-2, steps=1, batch_size=8, seed=0,
-                         eval_every=1)
+        T.forgetting_run(
+            src, task, (xs, ys), arm="lwf", lr=1e-2, steps=1, batch_size=8, seed=0, eval_every=1
+        )
     with pytest.raises(ValueError, match="unknown part"):
-        T.forgetting_run(src, task, (xs, ys), arm="partial", lr=1e-2, steps=1, batch_size=8,
-                         seed=0, eval_every=1, partial_frozen=("stage3",))
+        T.forgetting_run(
+            src,
+            task,
+            (xs, ys),
+            arm="partial",
+            lr=1e-2,
+            steps=1,
+            batch_size=8,
+            seed=0,
+            eval_every=1,
+            partial_frozen=("stage3",),
+        )
     with pytest.raises(ValueError, match="backbone_lr_scale"):
-        T.forgetting_run(src, task, (xs, ys), arm="full_small_backbone_lr", lr=1e-2, steps=1,
-                         batch_size=8, seed=0, eval_every=1, backbone_lr_scale=0.0)
+        T.forgetting_run(
+            src,
+            task,
+            (xs, ys),
+            arm="full_small_backbone_lr",
+            lr=1e-2,
+            steps=1,
+            batch_size=8,
+            seed=0,
+            eval_every=1,
+            backbone_lr_scale=0.0,
+        )
 
 
 # ----------------------------------------------------------------------------- tasks
@@ -250,11 +321,16 @@ def test_scramble_distance():
     assert torch.equal(TT.scramble(x, 0.5), TT.scramble(x, 0.5))
 
 
-@pytest.mark.parametrize("x, d, err", [
-    (torch.rand(2, 14, 14), 0.5, ValueError), (torch.rand(1, 1, 4, 4), 1.5, ValueError),
-    (torch.rand(1, 1, 4, 4), -0.1, ValueError), (torch.rand(1, 1, 4, 4), "far", TypeError),
-    ([[0.0]], 0.5, TypeError),
-])
+@pytest.mark.parametrize(
+    "x, d, err",
+    [
+        (torch.rand(2, 14, 14), 0.5, ValueError),
+        (torch.rand(1, 1, 4, 4), 1.5, ValueError),
+        (torch.rand(1, 1, 4, 4), -0.1, ValueError),
+        (torch.rand(1, 1, 4, 4), "far", TypeError),
+        ([[0.0]], 0.5, TypeError),
+    ],
+)
 def test_scramble_validation(x, d, err):
     with pytest.raises(err):
         TT.scramble(x, d)
@@ -274,19 +350,27 @@ def test_target_task_and_source_data():
     assert not torch.equal(TT.target_task(0.0, 20, seed=4).x_train, t.x_train)
 
 
-@pytest.mark.parametrize("kw, err", [
-    ({"k": 0}, ValueError), ({"k": 321}, ValueError), ({"k": 5.0}, TypeError),
-    ({"seed": -1}, ValueError), ({"seed": "0"}, TypeError), ({"val_per_class": 1}, ValueError),
-    ({"distance": 2.0}, ValueError),
-])
+@pytest.mark.parametrize(
+    "kw, err",
+    [
+        ({"k": 0}, ValueError),
+        ({"k": 321}, ValueError),
+        ({"k": 5.0}, TypeError),
+        ({"seed": -1}, ValueError),
+        ({"seed": "0"}, TypeError),
+        ({"val_per_class": 1}, ValueError),
+        ({"distance": 2.0}, ValueError),
+    ],
+)
 def test_target_task_validation(kw, err):
     args = {"distance": 0.0, "k": 5, "seed": 0, **kw}
     with pytest.raises(err):
         TT.target_task(args.pop("distance"), args.pop("k"), **args)
 
 
-@pytest.mark.parametrize("kw", [{"widths": ()}, {"widths": (0,)}, {"steps": 0},
-                                {"batch_size": 1.5}, {"lr": 0.0}])
+@pytest.mark.parametrize(
+    "kw", [{"widths": ()}, {"widths": (0,)}, {"steps": 0}, {"batch_size": 1.5}, {"lr": 0.0}]
+)
 def test_source_config_validation(kw):
     with pytest.raises(ValueError):
         TT.SourceConfig(**kw)

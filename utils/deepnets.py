@@ -56,15 +56,28 @@ class DeepMLP(nn.Module):
     identity; a plain block outputs zeros, as there is no other path) for the lesion study.
     """
 
-    def __init__(self, in_features: int, out_features: int, width: int, blocks: int, *,
-                 residual: bool, norm: NormSpec = None, branch_scale: float | None = None):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        width: int,
+        blocks: int,
+        *,
+        residual: bool,
+        norm: NormSpec = None,
+        branch_scale: float | None = None,
+    ):
         super().__init__()
-        for name, v in (("in_features", in_features), ("out_features", out_features),
-                        ("width", width), ("blocks", blocks)):
+        for name, v in (
+            ("in_features", in_features),
+            ("out_features", out_features),
+            ("width", width),
+            ("blocks", blocks),
+        ):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {v!r}")
         _check_norm(norm)
-        scale = blocks ** -0.5 if branch_scale is None else float(branch_scale)
+        scale = blocks**-0.5 if branch_scale is None else float(branch_scale)
         if not scale > 0:
             raise ValueError(f"branch_scale must be > 0, got {branch_scale!r}")
         self.inp = nn.Linear(in_features, width)

@@ -36,22 +36,28 @@ def _params(params) -> list[torch.Tensor]:
     return params
 
 
-def _check_direction(direction: Sequence[torch.Tensor], params: list[torch.Tensor],
-                     name: str = "direction") -> list[torch.Tensor]:
+def _check_direction(
+    direction: Sequence[torch.Tensor], params: list[torch.Tensor], name: str = "direction"
+) -> list[torch.Tensor]:
     direction = list(direction)
     if len(direction) != len(params):
-        raise ValueError(f"{name} must have one tensor per parameter ({len(params)}), "
-                         f"got {len(direction)}")
+        raise ValueError(
+            f"{name} must have one tensor per parameter ({len(params)}), got {len(direction)}"
+        )
     for i, (d, p) in enumerate(zip(direction, params, strict=True)):
         if d.shape != p.shape:
-            raise ValueError(f"{name}[{i}] has shape {tuple(d.shape)}, parameter has "
-                             f"{tuple(p.shape)}")
+            raise ValueError(
+                f"{name}[{i}] has shape {tuple(d.shape)}, parameter has {tuple(p.shape)}"
+            )
     return direction
 
 
-def loss_closure(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy
-                 ) -> Closure:
+def loss_closure(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+) -> Closure:
     """Return ``closure()`` = ``loss_fn(model(x), y)``, the full-batch loss at the current weights.
 
     Args:
@@ -96,12 +102,14 @@ def hvp(closure: Closure, params, vec: Sequence[torch.Tensor]) -> list[torch.Ten
     vec = _check_direction(vec, params, "vec")
     grads = torch.autograd.grad(closure(), params, create_graph=True)
     out = torch.autograd.grad(grads, params, grad_outputs=vec, allow_unused=True)
-    return [torch.zeros_like(p) if h is None else h.detach()
-            for h, p in zip(out, params, strict=True)]
+    return [
+        torch.zeros_like(p) if h is None else h.detach() for h, p in zip(out, params, strict=True)
+    ]
 
 
-def top_hessian_eigenvalue(closure: Closure, params, *, iters: int = 100, tol: float = 1e-4,
-                           seed: int = 0) -> tuple[float, list[torch.Tensor]]:
+def top_hessian_eigenvalue(
+    closure: Closure, params, *, iters: int = 100, tol: float = 1e-4, seed: int = 0
+) -> tuple[float, list[torch.Tensor]]:
     """Largest-magnitude eigenvalue of the loss Hessian by power iteration on Hessian-vector
     products (the usual "sharpness"; at a minimum it is the top, positive eigenvalue).
 
@@ -133,10 +141,13 @@ def top_hessian_eigenvalue(closure: Closure, params, *, iters: int = 100, tol: f
     grads = torch.autograd.grad(closure(), params, create_graph=True)
     eig = math.nan
     for _ in range(iters):
-        hv = torch.autograd.grad(grads, params, grad_outputs=v, retain_graph=True,
-                                 allow_unused=True)
-        hv = [torch.zeros_like(p) if h is None else h.detach()
-              for h, p in zip(hv, params, strict=True)]
+        hv = torch.autograd.grad(
+            grads, params, grad_outputs=v, retain_graph=True, allow_unused=True
+        )
+        hv = [
+            torch.zeros_like(p) if h is None else h.detach()
+            for h, p in zip(hv, params, strict=True)
+        ]
         new = float(dot(hv, v))  # Rayleigh quotient v^T H v with |v| = 1
         n = float(norm(hv))
         if n == 0.0:
@@ -149,8 +160,9 @@ def top_hessian_eigenvalue(closure: Closure, params, *, iters: int = 100, tol: f
     return eig, v
 
 
-def filter_normalized_direction(model: nn.Module, *, seed: int = 0,
-                                ignore: str = "biasbn") -> list[torch.Tensor]:
+def filter_normalized_direction(
+    model: nn.Module, *, seed: int = 0, ignore: str = "biasbn"
+) -> list[torch.Tensor]:
     """A random Gaussian direction, rescaled filter by filter to the norm of the weights.
 
     For every parameter with ``dim() >= 2`` (a conv or linear weight), each filter ``d[i]``
@@ -216,8 +228,9 @@ class _Shifted:
         return False
 
 
-def loss_slice_1d(closure: Closure, params, direction: Sequence[torch.Tensor],
-                  alphas: Sequence[float]) -> np.ndarray:
+def loss_slice_1d(
+    closure: Closure, params, direction: Sequence[torch.Tensor], alphas: Sequence[float]
+) -> np.ndarray:
     """Loss along a line, ``L(θ + α d)`` for each α; the parameters are restored afterwards.
 
     Args:
@@ -237,9 +250,14 @@ def loss_slice_1d(closure: Closure, params, direction: Sequence[torch.Tensor],
     return out
 
 
-def loss_slice_2d(closure: Closure, params, d1: Sequence[torch.Tensor],
-                  d2: Sequence[torch.Tensor], alphas: Sequence[float],
-                  betas: Sequence[float]) -> np.ndarray:
+def loss_slice_2d(
+    closure: Closure,
+    params,
+    d1: Sequence[torch.Tensor],
+    d2: Sequence[torch.Tensor],
+    alphas: Sequence[float],
+    betas: Sequence[float],
+) -> np.ndarray:
     """Loss on a plane, ``L(θ + α d1 + β d2)``; parameters restored afterwards.
 
     Returns:
@@ -258,9 +276,15 @@ def loss_slice_2d(closure: Closure, params, d1: Sequence[torch.Tensor],
     return out
 
 
-def perturbation_loss_rise(closure: Closure, model: nn.Module, *, radius: float = 0.5,
-                           n_directions: int = 10, seed: int = 0,
-                           ignore: str = "biasbn") -> float:
+def perturbation_loss_rise(
+    closure: Closure,
+    model: nn.Module,
+    *,
+    radius: float = 0.5,
+    n_directions: int = 10,
+    seed: int = 0,
+    ignore: str = "biasbn",
+) -> float:
     """Mean loss increase ``L(θ + r d) - L(θ)`` over random filter-normalized directions d
     (both signs ±r are used, so the linear term cancels): a flatness measure that, unlike the
     raw Hessian, is insensitive to the rescaling symmetries of ReLU nets.
@@ -324,9 +348,12 @@ def rosenbrock(xy: torch.Tensor, a: float = 1.0, b: float = 100.0) -> torch.Tens
     return (a - xy[..., 0]) ** 2 + b * (xy[..., 1] - xy[..., 0] ** 2) ** 2
 
 
-def trajectory(fn: Callable[[torch.Tensor], torch.Tensor], start: Sequence[float],
-               make_optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer],
-               steps: int) -> np.ndarray:
+def trajectory(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    start: Sequence[float],
+    make_optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer],
+    steps: int,
+) -> np.ndarray:
     """Run an optimizer on a 2-D function from ``start`` and record the iterates.
 
     Args:
@@ -355,9 +382,12 @@ def trajectory(fn: Callable[[torch.Tensor], torch.Tensor], start: Sequence[float
     return out
 
 
-def contour_grid(fn: Callable[[torch.Tensor], torch.Tensor], xlim: tuple[float, float],
-                 ylim: tuple[float, float], n: int = 100) -> tuple[np.ndarray, np.ndarray,
-                                                                    np.ndarray]:
+def contour_grid(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    xlim: tuple[float, float],
+    ylim: tuple[float, float],
+    n: int = 100,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Evaluate a 2-D function on a grid for ``ax.contour``.
 
     Returns:
@@ -371,9 +401,15 @@ def contour_grid(fn: Callable[[torch.Tensor], torch.Tensor], xlim: tuple[float, 
     return X.numpy(), Y.numpy(), Z.numpy()
 
 
-def plot_trajectories(ax, fn: Callable[[torch.Tensor], torch.Tensor],
-                      paths: dict[str, np.ndarray], xlim: tuple[float, float],
-                      ylim: tuple[float, float], *, log_levels: bool = True) -> None:
+def plot_trajectories(
+    ax,
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    paths: dict[str, np.ndarray],
+    xlim: tuple[float, float],
+    ylim: tuple[float, float],
+    *,
+    log_levels: bool = True,
+) -> None:
     """Contour plot of ``fn`` with one labelled trajectory per entry of ``paths``.
 
     Args:

@@ -19,8 +19,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["BatchNormFunction", "BatchNorm1d", "BatchNorm2d", "NoisyBatchNorm1d",
-           "NoisyBatchNorm2d", "batch_norm"]
+__all__ = [
+    "BatchNormFunction",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "NoisyBatchNorm1d",
+    "NoisyBatchNorm2d",
+    "batch_norm",
+]
 
 
 def _reduce_dims(x: torch.Tensor) -> tuple[int, ...]:
@@ -92,8 +98,9 @@ class BatchNormFunction(torch.autograd.Function):
         return dx, dweight, dbias, None
 
 
-def batch_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
-               eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def batch_norm(
+    x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float = 1e-5
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Normalise x [N, C, ...] with its own batch statistics (training-mode BatchNorm).
 
     Returns (y, batch_mean [C], biased batch_var [C]). Mirrors
@@ -110,9 +117,16 @@ class _BatchNorm(nn.Module):
     _allowed_dims: tuple[int, ...] = ()
     _layout = ""
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                 affine: bool = True, track_running_stats: bool = True,
-                 device=None, dtype=None):
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         if not isinstance(num_features, int) or isinstance(num_features, bool) or num_features < 1:
             raise ValueError(f"num_features must be an int >= 1, got {num_features!r}")
@@ -132,27 +146,33 @@ class _BatchNorm(nn.Module):
         if self.track_running_stats:
             self.register_buffer("running_mean", torch.zeros(num_features, **kw))
             self.register_buffer("running_var", torch.ones(num_features, **kw))
-            self.register_buffer("num_batches_tracked",
-                                 torch.tensor(0, dtype=torch.long, device=device))
+            self.register_buffer(
+                "num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device)
+            )
         else:
             self.register_buffer("running_mean", None)
             self.register_buffer("running_var", None)
             self.register_buffer("num_batches_tracked", None)
 
     def extra_repr(self) -> str:
-        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+            f"affine={self.affine}, track_running_stats={self.track_running_stats}"
+        )
 
     def _check_input(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"input must be a tensor, got {type(x).__name__}")
         if x.dim() not in self._allowed_dims:
-            raise ValueError(f"{type(self).__name__} expects input of shape {self._layout}, "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(
+                f"{type(self).__name__} expects input of shape {self._layout}, got {tuple(x.shape)}"
+            )
         if x.shape[1] != self.num_features:
-            raise ValueError(f"{type(self).__name__}({self.num_features}) got input of shape "
-                             f"{tuple(x.shape)}: channel axis 1 has {x.shape[1]} features, "
-                             f"expected num_features={self.num_features}")
+            raise ValueError(
+                f"{type(self).__name__}({self.num_features}) got input of shape "
+                f"{tuple(x.shape)}: channel axis 1 has {x.shape[1]} features, "
+                f"expected num_features={self.num_features}"
+            )
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
@@ -167,22 +187,29 @@ class _BatchNorm(nn.Module):
         m = x.numel() // x.shape[1]
         if m <= 1:
             # torch raises the same: the variance of a single value per channel is undefined.
-            raise ValueError(f"Expected more than 1 value per channel when training, got input "
-                             f"of shape {tuple(x.shape)}")
+            raise ValueError(
+                f"Expected more than 1 value per channel when training, got input "
+                f"of shape {tuple(x.shape)}"
+            )
         y, mean, var = batch_norm(x, self.weight, self.bias, self.eps)
         if self.training and self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
                 # momentum=None: cumulative moving average (factor 1/t), as in torch.
-                factor = (1.0 / float(self.num_batches_tracked) if self.momentum is None
-                          else self.momentum)
+                factor = (
+                    1.0 / float(self.num_batches_tracked)
+                    if self.momentum is None
+                    else self.momentum
+                )
                 # The running variance uses the UNBIASED batch variance (Bessel's m/(m-1)),
                 # the paper's Alg. 2 and torch's convention; the forward pass used the biased one.
                 unbiased = var * (m / (m - 1))
-                self.running_mean.mul_(1 - factor).add_(mean.to(self.running_mean.dtype),
-                                                        alpha=factor)
-                self.running_var.mul_(1 - factor).add_(unbiased.to(self.running_var.dtype),
-                                                       alpha=factor)
+                self.running_mean.mul_(1 - factor).add_(
+                    mean.to(self.running_mean.dtype), alpha=factor
+                )
+                self.running_var.mul_(1 - factor).add_(
+                    unbiased.to(self.running_var.dtype), alpha=factor
+                )
         return y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -252,11 +279,21 @@ class _NoisyBatchNorm(_BatchNorm):
     RNG (seed it with ``utils.repro.set_seed``) or from ``generator`` if given.
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                 affine: bool = True, track_running_stats: bool = True, *,
-                 mean_range: float = 1.0, scale_range: tuple[float, float] = (0.75, 1.5),
-                 jitter: float = 0.1, generator: torch.Generator | None = None,
-                 device=None, dtype=None):
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        *,
+        mean_range: float = 1.0,
+        scale_range: tuple[float, float] = (0.75, 1.5),
+        jitter: float = 0.1,
+        generator: torch.Generator | None = None,
+        device=None,
+        dtype=None,
+    ):
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
         if not mean_range >= 0:
             raise ValueError(f"mean_range must be >= 0, got {mean_range!r}")
@@ -269,8 +306,10 @@ class _NoisyBatchNorm(_BatchNorm):
         self.generator = generator
 
     def extra_repr(self) -> str:
-        return (super().extra_repr() + f", mean_range={self.mean_range}, "
-                f"scale_range={self.scale_range}, jitter={self.jitter}")
+        return (
+            super().extra_repr() + f", mean_range={self.mean_range}, "
+            f"scale_range={self.scale_range}, jitter={self.jitter}"
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self._normalise(x)

@@ -14,14 +14,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["full_batch_gd", "largest_stable_lr", "second_moment_spectrum", "eval_in_train_mode",
-           "active_fraction"]
+__all__ = [
+    "full_batch_gd",
+    "largest_stable_lr",
+    "second_moment_spectrum",
+    "eval_in_train_mode",
+    "active_fraction",
+]
 
 ModelFactory = Callable[[], nn.Module]
 
 
-def full_batch_gd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, lr: float, steps: int,
-                  target_acc: float | None = None, blowup: float = 10.0) -> dict:
+def full_batch_gd(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    lr: float,
+    steps: int,
+    target_acc: float | None = None,
+    blowup: float = 10.0,
+) -> dict:
     """Full-batch gradient descent on cross-entropy; stops early on blow-up or at the target.
 
     Args:
@@ -62,12 +75,24 @@ def full_batch_gd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, lr: flo
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return {"loss0": losses[0], "loss": losses[-1], "losses": losses, "diverged": diverged,
-            "stable": (not diverged) and losses[-1] < losses[0], "steps_to_target": hit}
+    return {
+        "loss0": losses[0],
+        "loss": losses[-1],
+        "losses": losses,
+        "diverged": diverged,
+        "stable": (not diverged) and losses[-1] < losses[0],
+        "steps_to_target": hit,
+    }
 
 
-def largest_stable_lr(make_model: ModelFactory, x: torch.Tensor, y: torch.Tensor,
-                      lrs: Sequence[float], *, steps: int = 50) -> float:
+def largest_stable_lr(
+    make_model: ModelFactory,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    lrs: Sequence[float],
+    *,
+    steps: int = 50,
+) -> float:
     """Largest step size in ``lrs`` at which full-batch GD is stable (see :func:`full_batch_gd`).
 
     Scans from the largest lr down (diverging runs stop after a few steps, so this is cheap) and
@@ -95,8 +120,9 @@ def second_moment_spectrum(x: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def eval_in_train_mode(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                       batch_size: int) -> float:
+def eval_in_train_mode(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
+) -> float:
     """Accuracy when normalisation layers use the statistics of each test batch of
     ``batch_size`` (train mode) instead of running estimates; running stats are not changed.
 
@@ -110,8 +136,8 @@ def eval_in_train_mode(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     model.train()
     correct = total = 0
     for i in range(0, x.shape[0] - batch_size + 1, batch_size):
-        out = model(x[i:i + batch_size])
-        correct += int((out.argmax(1) == y[i:i + batch_size]).sum())
+        out = model(x[i : i + batch_size])
+        correct += int((out.argmax(1) == y[i : i + batch_size]).sum())
         total += batch_size
     model.load_state_dict(state)
     model.train(was)

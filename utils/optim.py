@@ -230,9 +230,17 @@ class SGD(_FromScratch):
         _check_single_tensor_only(foreach=foreach, differentiable=differentiable, fused=fused)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
-        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                        nesterov=nesterov, maximize=maximize, foreach=foreach,
-                        differentiable=differentiable, fused=fused)
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            maximize=maximize,
+            foreach=foreach,
+            differentiable=differentiable,
+            fused=fused,
+        )
         super().__init__(params, defaults)
 
     def _group_fallbacks(self) -> dict:
@@ -307,9 +315,17 @@ class Adagrad(_FromScratch):
         _check_nonneg("initial_accumulator_value", initial_accumulator_value)
         _check_nonneg("eps", eps, "epsilon")
         _check_single_tensor_only(foreach=foreach, differentiable=differentiable, fused=fused)
-        defaults = dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
-                        initial_accumulator_value=initial_accumulator_value, foreach=foreach,
-                        maximize=maximize, differentiable=differentiable, fused=fused)
+        defaults = dict(
+            lr=lr,
+            lr_decay=lr_decay,
+            eps=eps,
+            weight_decay=weight_decay,
+            initial_accumulator_value=initial_accumulator_value,
+            foreach=foreach,
+            maximize=maximize,
+            differentiable=differentiable,
+            fused=fused,
+        )
         super().__init__(params, defaults)
         for group in self.param_groups:
             for w in group["params"]:
@@ -319,8 +335,9 @@ class Adagrad(_FromScratch):
         state = self.state[w]
         if not state:
             state["step"] = _new_step()
-            state["sum"] = torch.full_like(w, group["initial_accumulator_value"],
-                                           memory_format=torch.preserve_format)
+            state["sum"] = torch.full_like(
+                w, group["initial_accumulator_value"], memory_format=torch.preserve_format
+            )
         return state
 
     def _group_fallbacks(self) -> dict:
@@ -390,10 +407,19 @@ class Adadelta(_FromScratch):
             raise ValueError(f"Invalid rho value: {rho}")
         _check_nonneg("eps", eps, "epsilon")
         _check_nonneg("weight_decay", weight_decay)
-        _check_single_tensor_only(foreach=foreach, capturable=capturable,
-                                  differentiable=differentiable)
-        defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize,
-                        capturable=capturable, foreach=foreach, differentiable=differentiable)
+        _check_single_tensor_only(
+            foreach=foreach, capturable=capturable, differentiable=differentiable
+        )
+        defaults = dict(
+            lr=lr,
+            rho=rho,
+            eps=eps,
+            weight_decay=weight_decay,
+            maximize=maximize,
+            capturable=capturable,
+            foreach=foreach,
+            differentiable=differentiable,
+        )
         super().__init__(params, defaults)
 
     def _group_fallbacks(self) -> dict:
@@ -469,16 +495,25 @@ class RMSprop(_FromScratch):
         _check_nonneg("momentum", momentum)
         _check_nonneg("weight_decay", weight_decay)
         _check_nonneg("alpha", alpha)
-        _check_single_tensor_only(capturable=capturable, foreach=foreach,
-                                  differentiable=differentiable)
-        defaults = dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
-                        weight_decay=weight_decay, capturable=capturable, foreach=foreach,
-                        maximize=maximize, differentiable=differentiable)
+        _check_single_tensor_only(
+            capturable=capturable, foreach=foreach, differentiable=differentiable
+        )
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            alpha=alpha,
+            eps=eps,
+            centered=centered,
+            weight_decay=weight_decay,
+            capturable=capturable,
+            foreach=foreach,
+            maximize=maximize,
+            differentiable=differentiable,
+        )
         super().__init__(params, defaults)
 
     def _group_fallbacks(self) -> dict:
-        return {**super()._group_fallbacks(), "momentum": 0, "centered": False,
-                "capturable": False}
+        return {**super()._group_fallbacks(), "momentum": 0, "centered": False, "capturable": False}
 
     def _group_step(self, group, params, grads):
         lr, alpha, eps = _scalar(group["lr"]), group["alpha"], group["eps"]
@@ -490,7 +525,8 @@ class RMSprop(_FromScratch):
                 state["square_avg"] = torch.zeros_like(w, memory_format=torch.preserve_format)
                 if mu > 0:
                     state["momentum_buffer"] = torch.zeros_like(
-                        w, memory_format=torch.preserve_format)
+                        w, memory_format=torch.preserve_format
+                    )
                 if centered:
                     state["grad_avg"] = torch.zeros_like(w, memory_format=torch.preserve_format)
             state["step"] += 1
@@ -516,8 +552,9 @@ class RMSprop(_FromScratch):
 # ----------------------------------------------------------------------------------------------
 # Adam / AdamW
 # ----------------------------------------------------------------------------------------------
-def adam_step_size(lr: float, betas: tuple[float, float], step: int, form: str = "pytorch"
-                   ) -> float:
+def adam_step_size(
+    lr: float, betas: tuple[float, float], step: int, form: str = "pytorch"
+) -> float:
     r"""The scalar that multiplies ``m_t`` in Adam's update at step ``t`` (pure function).
 
     * ``form="notes"``:  ``lr sqrt(1 - beta2^t) / (1 - beta1^t)`` -- the notes fold BOTH bias
@@ -548,9 +585,16 @@ def adam_step_size(lr: float, betas: tuple[float, float], step: int, form: str =
     return lr * math.sqrt(1 - b2**step) / bc1 if form == "notes" else lr / bc1
 
 
-def adam_update(exp_avg: Tensor, exp_avg_sq: Tensor, step: int, *, lr: float = 1e-3,
-                betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                form: str = "pytorch") -> Tensor:
+def adam_update(
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    step: int,
+    *,
+    lr: float = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    form: str = "pytorch",
+) -> Tensor:
     r"""Adam's update ``W_t - W_{t+1}`` from given moments, in either form (pure function).
 
     * ``"pytorch"``: ``lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``
@@ -574,8 +618,10 @@ def adam_update(exp_avg: Tensor, exp_avg_sq: Tensor, step: int, *, lr: float = 1
         ValueError: shape mismatch, eps < 0, bad form/step/lr/betas.
     """
     if exp_avg.shape != exp_avg_sq.shape:
-        raise ValueError(f"exp_avg and exp_avg_sq must have the same shape, got "
-                         f"{tuple(exp_avg.shape)} and {tuple(exp_avg_sq.shape)}")
+        raise ValueError(
+            f"exp_avg and exp_avg_sq must have the same shape, got "
+            f"{tuple(exp_avg.shape)} and {tuple(exp_avg_sq.shape)}"
+        )
     _check_nonneg("eps", eps, "epsilon")
     size = adam_step_size(lr, betas, step, form)
     if form == "notes":
@@ -650,17 +696,34 @@ class Adam(_FromScratch):
         betas = _check_betas(betas)
         if form not in ADAM_FORMS:
             raise ValueError(f"Invalid form value: {form!r} (expected one of {ADAM_FORMS})")
-        _check_single_tensor_only(foreach=foreach, capturable=capturable,
-                                  differentiable=differentiable, fused=fused)
-        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-                        maximize=maximize, foreach=foreach, capturable=capturable,
-                        differentiable=differentiable, fused=fused,
-                        decoupled_weight_decay=decoupled_weight_decay, form=form)
+        _check_single_tensor_only(
+            foreach=foreach, capturable=capturable, differentiable=differentiable, fused=fused
+        )
+        defaults = dict(
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            maximize=maximize,
+            foreach=foreach,
+            capturable=capturable,
+            differentiable=differentiable,
+            fused=fused,
+            decoupled_weight_decay=decoupled_weight_decay,
+            form=form,
+        )
         super().__init__(params, defaults)
 
     def _group_fallbacks(self) -> dict:
-        return {**super()._group_fallbacks(), "amsgrad": False, "capturable": False,
-                "fused": None, "decoupled_weight_decay": False, "form": "pytorch"}
+        return {
+            **super()._group_fallbacks(),
+            "amsgrad": False,
+            "capturable": False,
+            "fused": None,
+            "decoupled_weight_decay": False,
+            "form": "pytorch",
+        }
 
     def _group_step(self, group, params, grads):
         lr, (b1, b2), eps = _scalar(group["lr"]), group["betas"], group["eps"]
@@ -674,7 +737,8 @@ class Adam(_FromScratch):
                 state["exp_avg_sq"] = torch.zeros_like(w, memory_format=torch.preserve_format)
                 if amsgrad:
                     state["max_exp_avg_sq"] = torch.zeros_like(
-                        w, memory_format=torch.preserve_format)
+                        w, memory_format=torch.preserve_format
+                    )
             state["step"] += 1
             t = state["step"].item()
             if wd != 0:
@@ -724,9 +788,21 @@ class AdamW(Adam):
         fused: bool | None = None,
         form: str = "pytorch",
     ) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach,
-                         maximize=maximize, capturable=capturable, differentiable=differentiable,
-                         fused=fused, decoupled_weight_decay=True, form=form)
+        super().__init__(
+            params,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            amsgrad,
+            foreach=foreach,
+            maximize=maximize,
+            capturable=capturable,
+            differentiable=differentiable,
+            fused=fused,
+            decoupled_weight_decay=True,
+            form=form,
+        )
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
@@ -792,17 +868,24 @@ class RAdam(_FromScratch):
             if not 0.0 <= betas[i] < 1.0:
                 raise ValueError(f"Invalid beta parameter at index {i}: {betas[i]}")
         _check_nonneg("weight_decay", weight_decay)
-        _check_single_tensor_only(foreach=foreach, capturable=capturable,
-                                  differentiable=differentiable)
-        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize,
-                        foreach=foreach, capturable=capturable,
-                        decoupled_weight_decay=decoupled_weight_decay,
-                        differentiable=differentiable)
+        _check_single_tensor_only(
+            foreach=foreach, capturable=capturable, differentiable=differentiable
+        )
+        defaults = dict(
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            maximize=maximize,
+            foreach=foreach,
+            capturable=capturable,
+            decoupled_weight_decay=decoupled_weight_decay,
+            differentiable=differentiable,
+        )
         super().__init__(params, defaults)
 
     def _group_fallbacks(self) -> dict:
-        return {**super()._group_fallbacks(), "decoupled_weight_decay": False,
-                "capturable": False}
+        return {**super()._group_fallbacks(), "decoupled_weight_decay": False, "capturable": False}
 
     def _group_step(self, group, params, grads):
         lr, (b1, b2), eps = _scalar(group["lr"]), group["betas"], group["eps"]
@@ -827,8 +910,9 @@ class RAdam(_FromScratch):
             bc1, bc2 = 1 - b1**t, 1 - b2**t
             rho_t = rho_inf - 2 * t * b2**t / bc2  # length of the approximated SMA
             if rho_t > 5.0:
-                r_t = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf
-                                / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+                r_t = math.sqrt(
+                    (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
+                )
                 denom = v.sqrt().add_(eps)
                 # W <- W - eta r_t (m / (1 - b1^t)) sqrt(1 - b2^t) / (sqrt(v) + eps)
                 w.addcdiv_(m, denom, value=-lr * r_t * math.sqrt(bc2) / bc1)
@@ -839,8 +923,9 @@ class RAdam(_FromScratch):
 # ----------------------------------------------------------------------------------------------
 # AdamP
 # ----------------------------------------------------------------------------------------------
-def adamp_projection(weight: Tensor, grad: Tensor, update: Tensor, delta: float, wd_ratio: float,
-                     eps: float) -> tuple[Tensor, float]:
+def adamp_projection(
+    weight: Tensor, grad: Tensor, update: Tensor, delta: float, wd_ratio: float, eps: float
+) -> tuple[Tensor, float]:
     r"""AdamP's projection: drop the radial component of ``update`` for scale-invariant weights.
 
     A weight followed by a normalisation layer is scale-invariant, ``L(c W) = L(W)``, so its
@@ -933,8 +1018,15 @@ class AdamP(_FromScratch):
         _check_nonneg("weight_decay", weight_decay)
         _check_nonneg("delta", delta)
         _check_nonneg("wd_ratio", wd_ratio)
-        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, delta=delta,
-                        wd_ratio=wd_ratio, nesterov=nesterov)
+        defaults = dict(
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            delta=delta,
+            wd_ratio=wd_ratio,
+            nesterov=nesterov,
+        )
         super().__init__(params, defaults)
 
     def _group_fallbacks(self) -> dict:
@@ -962,8 +1054,9 @@ class AdamP(_FromScratch):
                 update = m / denom
             ratio = 1.0
             if w.dim() > 1:  # the projection uses W before the decay below
-                update, ratio = adamp_projection(w, g, update, group["delta"],
-                                                 group["wd_ratio"], eps)
+                update, ratio = adamp_projection(
+                    w, g, update, group["delta"], group["wd_ratio"], eps
+                )
             if wd > 0:
                 w.mul_(1 - lr * wd * ratio)  # decoupled decay, weakened on projected weights
             w.add_(update, alpha=-lr / bc1)

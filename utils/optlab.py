@@ -40,8 +40,7 @@ def rotated_hessian(curvatures: Sequence[float], angle: float) -> torch.Tensor:
         raise ValueError(f"curvatures must have 2 entries, got {len(curvatures)}")
     c, s = math.cos(angle), math.sin(angle)
     r = torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
-    return r @ torch.diag(torch.tensor([float(v) for v in curvatures],
-                                       dtype=torch.float64)) @ r.T
+    return r @ torch.diag(torch.tensor([float(v) for v in curvatures], dtype=torch.float64)) @ r.T
 
 
 def steps_to_target(curves: np.ndarray, target: float) -> np.ndarray:
@@ -61,8 +60,9 @@ def steps_to_target(curves: np.ndarray, target: float) -> np.ndarray:
     return first
 
 
-def usable_band_decades(lrs: Sequence[float], final_loss: np.ndarray, threshold: float
-                        ) -> np.ndarray:
+def usable_band_decades(
+    lrs: Sequence[float], final_loss: np.ndarray, threshold: float
+) -> np.ndarray:
     """Width, in decades of learning rate, of the usable band of a log-spaced lr grid.
 
     A grid point is usable when its final loss is <= threshold (NaN counts as unusable). The
@@ -100,9 +100,15 @@ def sign_flips(values: Sequence[float], *, tol: float = 0.0) -> int:
     return int(np.sum(np.sign(v[1:]) != np.sign(v[:-1])))
 
 
-def sparse_regression(n: int = 400, d_frequent: int = 5, d_rare: int = 5, p_rare: float = 0.05,
-                      *, seed: int = 0, noise: float = 0.1
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def sparse_regression(
+    n: int = 400,
+    d_frequent: int = 5,
+    d_rare: int = 5,
+    p_rare: float = 0.05,
+    *,
+    seed: int = 0,
+    noise: float = 0.1,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Linear regression with frequent (always non-zero) and rare (non-zero with probability
     ``p_rare``) features, the setting Adagrad was designed for (Duchi et al. 2011).
 
@@ -122,8 +128,9 @@ def sparse_regression(n: int = 400, d_frequent: int = 5, d_rare: int = 5, p_rare
     return x, y, w
 
 
-def wilson_data(n: int, *, p_positive: float = 0.6, seed: int = 0
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def wilson_data(
+    n: int, *, p_positive: float = 0.6, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Wilson et al. 2017 (arXiv:1705.08292, Sec. 3.3) binary least-squares construction.
 
     Point i has label y_i = +1 with probability ``p_positive`` else -1; features x_i1 = y_i,
@@ -141,12 +148,13 @@ def wilson_data(n: int, *, p_positive: float = 0.6, seed: int = 0
     x[:, 1:3] = 1.0
     for i in range(n):
         k = 1 if y[i] > 0 else 5
-        x[i, 3 + 5 * i: 3 + 5 * i + k] = 1.0
+        x[i, 3 + 5 * i : 3 + 5 * i + k] = 1.0
     return x, y
 
 
-def noisy_labels(y: torch.Tensor, fraction: float, n_classes: int, *, seed: int = 0
-                 ) -> torch.Tensor:
+def noisy_labels(
+    y: torch.Tensor, fraction: float, n_classes: int, *, seed: int = 0
+) -> torch.Tensor:
     """Replace a ``fraction`` of labels by a different, uniformly drawn class (int64 [N])."""
     if not 0 <= fraction <= 1:
         raise ValueError(f"fraction must be in [0, 1], got {fraction}")
@@ -186,8 +194,10 @@ class SplitGuard:
     def val(self):
         """(x, y) of the validation set; refused once the test set has been read."""
         if self.test_reads:
-            raise RuntimeError("validation is closed: the test set was already read, any "
-                               "further selection would leak test information")
+            raise RuntimeError(
+                "validation is closed: the test set was already read, any "
+                "further selection would leak test information"
+            )
         return self._val
 
     def select(self, **choice) -> None:
@@ -201,14 +211,17 @@ class SplitGuard:
         if self.choice is None:
             raise RuntimeError("test set requested before select(): choose on validation first")
         if self.test_reads:
-            raise RuntimeError("the test set may be read once; reading it again to compare "
-                               "choices turns it into a validation set")
+            raise RuntimeError(
+                "the test set may be read once; reading it again to compare "
+                "choices turns it into a validation set"
+            )
         self.test_reads += 1
         return self._test
 
 
-def per_example_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                      loss_fn=None) -> torch.Tensor:
+def per_example_grads(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn=None
+) -> torch.Tensor:
     """Gradient of the loss of every example w.r.t. all parameters, flattened: [N, P].
 
     Source: ``torch.func.vmap(torch.func.grad(...))`` over examples (torch.func tutorial
@@ -227,8 +240,9 @@ def per_example_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     return torch.cat([v.flatten(1) for v in g.values()], dim=1)
 
 
-def minibatch_gradient_variance(per_example: torch.Tensor, sizes: Sequence[int], *,
-                                n_draws: int = 200, seed: int = 0) -> np.ndarray:
+def minibatch_gradient_variance(
+    per_example: torch.Tensor, sizes: Sequence[int], *, n_draws: int = 200, seed: int = 0
+) -> np.ndarray:
     """``E ||g_B - g||^2`` of mini-batch gradients (batches drawn without replacement) around
     the full-batch gradient g, for each batch size B; theory: ``tr(Sigma)/B * (N-B)/(N-1)``.
 
@@ -251,9 +265,17 @@ def minibatch_gradient_variance(per_example: torch.Tensor, sizes: Sequence[int],
     return np.asarray(out)
 
 
-def train_until(trainer, x: torch.Tensor, y: torch.Tensor, *, batch_size: int,
-                seeds: Sequence[int], target: float, check_every: int = 5,
-                max_steps: int = 5000) -> np.ndarray:
+def train_until(
+    trainer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    batch_size: int,
+    seeds: Sequence[int],
+    target: float,
+    check_every: int = 5,
+    max_steps: int = 5000,
+) -> np.ndarray:
     """Train stacked models (:class:`utils.sweep.StackedTrainer`) until each model's full
     training loss is <= target, then freeze that model (its lr is set to 0; use with plain
     SGD, where lr 0 means no change). The loss is checked every ``check_every`` steps.

@@ -28,8 +28,9 @@ def _check_sizes(n: int, length: int, vocab: int) -> None:
             raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
 
 
-def previous_token(n: int, length: int, vocab: int, *, generator: torch.Generator
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def previous_token(
+    n: int, length: int, vocab: int, *, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Random tokens and the previous-token target.
 
     Returns:
@@ -43,8 +44,9 @@ def previous_token(n: int, length: int, vocab: int, *, generator: torch.Generato
     return x, y
 
 
-def two_relations(n: int, length: int, vocab: int, *, generator: torch.Generator
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def two_relations(
+    n: int, length: int, vocab: int, *, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Random tokens with two targets per position: the previous token and the first token.
 
     Returns:
@@ -66,13 +68,11 @@ def multi_target_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if y.dim() == logits.dim():
         r = y.shape[-1]
         logits = logits.unflatten(-1, (r, logits.shape[-1] // r))
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
-                           ignore_index=IGNORE)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=IGNORE)
 
 
 @torch.no_grad()
-def accuracy(logits: torch.Tensor, y: torch.Tensor, positions: slice | None = None
-             ) -> torch.Tensor:
+def accuracy(logits: torch.Tensor, y: torch.Tensor, positions: slice | None = None) -> torch.Tensor:
     """Accuracy over non-ignored targets: a scalar for y [n, L], one per relation for y [n, L, R].
 
     ``positions`` restricts to a slice of positions (e.g. ``slice(16, None)``).
@@ -90,11 +90,18 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor, positions: slice | None = No
     return acc.squeeze(0) if acc.numel() == 1 else acc
 
 
-def train_seeds(build: Callable[[], nn.Module], seeds: Sequence[int], x: torch.Tensor,
-                y: torch.Tensor, *, steps: int, lr: float = 1e-2,
-                loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = multi_target_loss,
-                batch_size: int | None = 64, weight_decay: float = 0.0,
-                ) -> tuple[list[nn.Module], torch.Tensor]:
+def train_seeds(
+    build: Callable[[], nn.Module],
+    seeds: Sequence[int],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    steps: int,
+    lr: float = 1e-2,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = multi_target_loss,
+    batch_size: int | None = 64,
+    weight_decay: float = 0.0,
+) -> tuple[list[nn.Module], torch.Tensor]:
     """Train one model per seed with AdamW on its own data; return the models and loss curves.
 
     Args:
@@ -116,8 +123,10 @@ def train_seeds(build: Callable[[], nn.Module], seeds: Sequence[int], x: torch.T
     """
     s = len(seeds)
     if x.shape[0] != s or y.shape[0] != s:
-        raise ValueError(f"x and y must be stacked per seed [S={s}, n, ...], got {tuple(x.shape)}"
-                         f" and {tuple(y.shape)}")
+        raise ValueError(
+            f"x and y must be stacked per seed [S={s}, n, ...], got {tuple(x.shape)}"
+            f" and {tuple(y.shape)}"
+        )
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
     n = x.shape[1]
@@ -145,19 +154,26 @@ def train_seeds(build: Callable[[], nn.Module], seeds: Sequence[int], x: torch.T
     return models, curve
 
 
-def stacked(task: Callable[..., tuple[torch.Tensor, torch.Tensor]], seeds: Sequence[int],
-            n: int, length: int, vocab: int, device: str | torch.device = "cpu"
-            ) -> tuple[torch.Tensor, torch.Tensor]:
+def stacked(
+    task: Callable[..., tuple[torch.Tensor, torch.Tensor]],
+    seeds: Sequence[int],
+    n: int,
+    length: int,
+    vocab: int,
+    device: str | torch.device = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-seed data of a task stacked on dim 0: x [S, n, length], y [S, n, length(, R)]."""
-    pairs = [task(n, length, vocab, generator=torch.Generator().manual_seed(int(s)))
-             for s in seeds]
-    return (torch.stack([p[0] for p in pairs]).to(device),
-            torch.stack([p[1] for p in pairs]).to(device))
+    pairs = [task(n, length, vocab, generator=torch.Generator().manual_seed(int(s))) for s in seeds]
+    return (
+        torch.stack([p[0] for p in pairs]).to(device),
+        torch.stack([p[1] for p in pairs]).to(device),
+    )
 
 
 @torch.no_grad()
-def head_ablation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layer: int = 0
-                  ) -> torch.Tensor:
+def head_ablation(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, layer: int = 0
+) -> torch.Tensor:
     """Accuracy with each head of ``layer`` removed in turn (Michel et al. 2019, arXiv:1905.10650).
 
     ``model`` must accept ``head_mask`` [num_layers, H] (as ``utils.attention.TinyTransformer``).
@@ -175,8 +191,9 @@ def head_ablation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layer: int
     return torch.stack(rows).cpu()
 
 
-def offset_attention(weights: torch.Tensor, offset: int | None = None, key: int | None = None
-                     ) -> torch.Tensor:
+def offset_attention(
+    weights: torch.Tensor, offset: int | None = None, key: int | None = None
+) -> torch.Tensor:
     """Mean attention per head on the key at ``query + offset`` or on the fixed position ``key``.
 
     Args:

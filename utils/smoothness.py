@@ -36,8 +36,9 @@ __all__ = ["gradient_direction_probe", "train_with_probes"]
 def _check_steps(step_sizes: Sequence[float]) -> list[float]:
     steps = [float(s) for s in step_sizes]
     if not steps or any(not (s > 0 and math.isfinite(s)) for s in steps):
-        raise ValueError(f"step_sizes must be a non-empty sequence of finite numbers > 0, "
-                         f"got {step_sizes!r}")
+        raise ValueError(
+            f"step_sizes must be a non-empty sequence of finite numbers > 0, got {step_sizes!r}"
+        )
     return steps
 
 
@@ -54,9 +55,14 @@ def _norm(tensors) -> float:
     return float(torch.sqrt(sum((t.double() ** 2).sum() for t in tensors)))
 
 
-def gradient_direction_probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                             step_sizes: Sequence[float], *,
-                             loss_fn: LossFn = F.cross_entropy) -> dict:
+def gradient_direction_probe(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    step_sizes: Sequence[float],
+    *,
+    loss_fn: LossFn = F.cross_entropy,
+) -> dict:
     """Move from the current weights w along -grad L(w) by each step size; measure L and grad.
 
     The model is evaluated in its current mode (call ``model.train()`` to probe with batch
@@ -101,20 +107,36 @@ def gradient_direction_probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
         betas.append(dist / (eta * gnorm) if ok and gnorm > 0 else math.nan)
     finite = [v for v in losses if math.isfinite(v)]
     return {
-        "loss": loss0, "grad_norm": gnorm, "step_sizes": steps,
-        "losses": losses, "grad_dist": dists, "beta": betas,
-        "loss_range": (max([loss0, *finite]) - min([loss0, *finite])
-                       if len(finite) == len(losses) else math.nan),
+        "loss": loss0,
+        "grad_norm": gnorm,
+        "step_sizes": steps,
+        "losses": losses,
+        "grad_dist": dists,
+        "beta": betas,
+        "loss_range": (
+            max([loss0, *finite]) - min([loss0, *finite])
+            if len(finite) == len(losses)
+            else math.nan
+        ),
         "grad_range": (max(dists) - min(dists) if all(map(math.isfinite, dists)) else math.nan),
         "beta_max": max(betas) if all(map(math.isfinite, betas)) else math.nan,
     }
 
 
-def train_with_probes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, lr: float,
-                      steps: int, batch_size: int = 128, probe_every: int = 10,
-                      probe_multipliers: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0),
-                      seed: int = 0, loss_fn: LossFn = F.cross_entropy,
-                      watch: nn.Module | None = None) -> dict[str, list]:
+def train_with_probes(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    lr: float,
+    steps: int,
+    batch_size: int = 128,
+    probe_every: int = 10,
+    probe_multipliers: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0),
+    seed: int = 0,
+    loss_fn: LossFn = F.cross_entropy,
+    watch: nn.Module | None = None,
+) -> dict[str, list]:
     """Plain SGD on shuffled mini-batches, probing the landscape along the gradient as it goes.
 
     Every ``probe_every`` steps (and at step 0), before the update, the current mini-batch is
@@ -145,15 +167,22 @@ def train_with_probes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, lr:
     multipliers = _check_steps(probe_multipliers)
     g = torch.Generator().manual_seed(int(seed))
     opt = torch.optim.SGD(model.parameters(), lr=lr)
-    hist: dict[str, list] = {"step_loss": [], "probe_step": [], "loss_range": [],
-                             "grad_range": [], "beta_max": [], "grad_norm": []}
+    hist: dict[str, list] = {
+        "step_loss": [],
+        "probe_step": [],
+        "loss_range": [],
+        "grad_range": [],
+        "beta_max": [],
+        "grad_norm": [],
+    }
     seen: list[torch.Tensor] = []
     probing = [False]  # the probe's forward passes are not training steps: do not record them
 
     def record(_module, _inputs, out):
         if not probing[0]:
-            seen.append(out.detach().flatten(2).mean(dim=(0, 2)) if out.dim() > 2
-                        else out.detach().mean(0))
+            seen.append(
+                out.detach().flatten(2).mean(dim=(0, 2)) if out.dim() > 2 else out.detach().mean(0)
+            )
 
     handle = watch.register_forward_hook(record) if watch is not None else None
     if watch is not None:
@@ -165,12 +194,13 @@ def train_with_probes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, lr:
         while step < steps and not diverged:
             order = torch.randperm(n, generator=g).to(x.device)
             for i in range(0, max(n - batch_size, 0) + 1, batch_size):
-                idx = order[i:i + batch_size]
+                idx = order[i : i + batch_size]
                 xb, yb = x[idx], y[idx]
                 if step % probe_every == 0:
                     probing[0] = True
-                    p = gradient_direction_probe(model, xb, yb, [lr * m for m in multipliers],
-                                                 loss_fn=loss_fn)
+                    p = gradient_direction_probe(
+                        model, xb, yb, [lr * m for m in multipliers], loss_fn=loss_fn
+                    )
                     probing[0] = False
                     hist["probe_step"].append(step)
                     for k in ("loss_range", "grad_range", "beta_max", "grad_norm"):

@@ -64,8 +64,9 @@ def stack_models(models: Sequence[nn.Module]) -> tuple[nn.Module, dict[str, torc
     return base, params
 
 
-def init_stack(make_model: Callable[[], nn.Module], seeds: Sequence[int]
-               ) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+def init_stack(
+    make_model: Callable[[], nn.Module], seeds: Sequence[int]
+) -> tuple[nn.Module, dict[str, torch.Tensor]]:
     """Build ``len(seeds)`` models, model i after ``torch.manual_seed(seeds[i])``, and stack
     them (see :func:`stack_models`). Model i equals ``make_model()`` built under that seed."""
     if len(seeds) < 1:
@@ -82,8 +83,9 @@ def unstack(params: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]:
     return {k: v[i] for k, v in params.items()}
 
 
-def to_module(base: nn.Module, params: dict[str, torch.Tensor], i: int, *,
-              like: nn.Module | None = None) -> nn.Module:
+def to_module(
+    base: nn.Module, params: dict[str, torch.Tensor], i: int, *, like: nn.Module | None = None
+) -> nn.Module:
     """A real ``nn.Module`` holding a copy of model ``i`` (e.g. for Hessian tools).
 
     Args:
@@ -100,8 +102,9 @@ def to_module(base: nn.Module, params: dict[str, torch.Tensor], i: int, *,
     return model
 
 
-def batch_indices(n: int, batch_size: int, seeds: Sequence[int], epochs: int
-                  ) -> Iterator[torch.Tensor]:
+def batch_indices(
+    n: int, batch_size: int, seeds: Sequence[int], epochs: int
+) -> Iterator[torch.Tensor]:
     """Per-model mini-batch indices, each model shuffling with its own seed.
 
     Model i's order in every epoch is ``torch.randperm(n, generator=g_i)`` with ``g_i`` seeded
@@ -119,7 +122,7 @@ def batch_indices(n: int, batch_size: int, seeds: Sequence[int], epochs: int
     for _ in range(epochs):
         orders = torch.stack([torch.randperm(n, generator=g) for g in gens])
         for i in range(0, n, batch_size):
-            yield orders[:, i:i + batch_size]
+            yield orders[:, i : i + batch_size]
 
 
 class StackedTrainer:
@@ -142,18 +145,32 @@ class StackedTrainer:
     Source: update rules of torch.optim.SGD/Adam/AdamW/RMSprop (single-tensor path).
     """
 
-    def __init__(self, base: nn.Module, params: dict[str, torch.Tensor], *,
-                 optimizer: str = "sgd", lr: float | Sequence[float] | torch.Tensor = 0.01,
-                 momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 alpha: float = 0.99, weight_decay: float | None = None,
-                 loss_fn: LossFn = F.cross_entropy):
+    def __init__(
+        self,
+        base: nn.Module,
+        params: dict[str, torch.Tensor],
+        *,
+        optimizer: str = "sgd",
+        lr: float | Sequence[float] | torch.Tensor = 0.01,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        nesterov: bool = False,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        alpha: float = 0.99,
+        weight_decay: float | None = None,
+        loss_fn: LossFn = F.cross_entropy,
+    ):
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
         if not params:
             raise ValueError("params must be a non-empty dict of stacked tensors")
-        for name, val in (("momentum", momentum), ("dampening", dampening), ("eps", eps),
-                          ("alpha", alpha)):
+        for name, val in (
+            ("momentum", momentum),
+            ("dampening", dampening),
+            ("eps", eps),
+            ("alpha", alpha),
+        ):
             if not val >= 0:
                 raise ValueError(f"{name} must be >= 0, got {val!r}")
         if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
@@ -193,8 +210,10 @@ class StackedTrainer:
         if lr.numel() == 1:
             lr = lr.expand(self.n_models).clone()
         if lr.numel() != self.n_models:
-            raise ValueError(f"lr must be a float or have {self.n_models} entries (one per "
-                             f"model), got {lr.numel()}")
+            raise ValueError(
+                f"lr must be a float or have {self.n_models} entries (one per "
+                f"model), got {lr.numel()}"
+            )
         if not bool((lr >= 0).all()):
             raise ValueError("lr must be >= 0")
         self._lr = lr
@@ -202,8 +221,9 @@ class StackedTrainer:
     def _per_model(self, v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return v.view(-1, *([1] * (like.dim() - 1)))
 
-    def grads(self, x: torch.Tensor, y: torch.Tensor, *, per_model: bool = False
-              ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def grads(
+        self, x: torch.Tensor, y: torch.Tensor, *, per_model: bool = False
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Gradients {name: [M, ...]} and losses [M] on a batch (shared, or [M, B, ...] per
         model with ``per_model=True``)."""
         fn = self._grad_per_model if per_model else self._grad_shared
@@ -237,21 +257,21 @@ class StackedTrainer:
                     st["m"], st["v"] = torch.zeros_like(p), torch.zeros_like(p)
                 st["m"].lerp_(g, 1 - b1)
                 st["v"].mul_(b2).addcmul_(g, g, value=1 - b2)
-                denom = (st["v"].sqrt() / (1 - b2 ** t) ** 0.5).add_(self.eps)
-                p.sub_(lr / (1 - b1 ** t) * st["m"] / denom)
+                denom = (st["v"].sqrt() / (1 - b2**t) ** 0.5).add_(self.eps)
+                p.sub_(lr / (1 - b1**t) * st["m"] / denom)
             else:  # rmsprop
                 if "v" not in st:
                     st["v"] = torch.zeros_like(p)
                 st["v"].mul_(self.alpha).addcmul_(g, g, value=1 - self.alpha)
                 step = g / (st["v"].sqrt() + self.eps)
                 if self.momentum:
-                    st["buf"] = (st["buf"].mul_(self.momentum).add_(step) if "buf" in st
-                                 else step.clone())
+                    st["buf"] = (
+                        st["buf"].mul_(self.momentum).add_(step) if "buf" in st else step.clone()
+                    )
                     step = st["buf"]
                 p.sub_(lr * step)
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, *, per_model: bool = False
-             ) -> torch.Tensor:
+    def step(self, x: torch.Tensor, y: torch.Tensor, *, per_model: bool = False) -> torch.Tensor:
         """Gradient step of all models on a batch; returns the pre-step losses [M].
 
         Args:
@@ -278,10 +298,17 @@ class StackedTrainer:
         return (self.predict(x).argmax(-1) == y).float().mean(-1)
 
 
-def fit_stacked(trainer: StackedTrainer, x: torch.Tensor, y: torch.Tensor, *, epochs: int,
-                batch_size: int, seeds: Sequence[int],
-                lr_schedule: Callable[[int], torch.Tensor | float] | None = None,
-                eval_every: int = 0) -> dict[str, np.ndarray]:
+def fit_stacked(
+    trainer: StackedTrainer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    seeds: Sequence[int],
+    lr_schedule: Callable[[int], torch.Tensor | float] | None = None,
+    eval_every: int = 0,
+) -> dict[str, np.ndarray]:
     """Mini-batch training of all stacked models, model i shuffling with ``seeds[i]``.
 
     Args:
@@ -299,8 +326,9 @@ def fit_stacked(trainer: StackedTrainer, x: torch.Tensor, y: torch.Tensor, *, ep
         if ``eval_every``, ``eval_step`` [K] and ``train_loss`` [K, M].
     """
     if len(seeds) != trainer.n_models:
-        raise ValueError(f"seeds must have one entry per model ({trainer.n_models}), "
-                         f"got {len(seeds)}")
+        raise ValueError(
+            f"seeds must have one entry per model ({trainer.n_models}), got {len(seeds)}"
+        )
     x_dev = next(iter(trainer.params.values())).device
     x, y = x.to(x_dev), y.to(x_dev)
     losses, ev_steps, ev_loss = [], [], []

@@ -46,8 +46,10 @@ def part_names(model: nn.Module) -> list[str]:
         TypeError: if ``model`` lacks ``stem``/``head``/``stage_names`` (not a ResNet).
     """
     if not all(hasattr(model, a) for a in ("stem", "head", "stage_names")):
-        raise TypeError(f"model must be a utils.models.ResNet (parts stem, stage*, head), "
-                        f"got {type(model).__name__}")
+        raise TypeError(
+            f"model must be a utils.models.ResNet (parts stem, stage*, head), "
+            f"got {type(model).__name__}"
+        )
     return ["stem", *model.stage_names, "head"]
 
 
@@ -102,8 +104,11 @@ def unfreeze(model: nn.Module, parts: str | Iterable[str]) -> nn.Module:
 
 def frozen_parts(model: nn.Module) -> list[str]:
     """Parts whose parameters are all frozen (``requires_grad=False``)."""
-    return [n for n in part_names(model)
-            if not any(p.requires_grad for p in getattr(model, n).parameters())]
+    return [
+        n
+        for n in part_names(model)
+        if not any(p.requires_grad for p in getattr(model, n).parameters())
+    ]
 
 
 def train_mode(model: nn.Module) -> nn.Module:
@@ -117,8 +122,9 @@ def train_mode(model: nn.Module) -> nn.Module:
     return model
 
 
-def param_groups(model: nn.Module, lrs: Mapping[str, float], *,
-                 default_lr: float | None = None) -> list[dict]:
+def param_groups(
+    model: nn.Module, lrs: Mapping[str, float], *, default_lr: float | None = None
+) -> list[dict]:
     """Optimizer parameter groups with one learning rate per part (frozen parameters skipped).
 
     ``param_groups(model, {"head": 1e-2}, default_lr=1e-3)`` trains the head at 1e-2 and the
@@ -143,8 +149,12 @@ def param_groups(model: nn.Module, lrs: Mapping[str, float], *,
     for name, lr in [*lrs.items(), ("default_lr", default_lr)]:
         if name == "default_lr" and lr is None:
             continue
-        if (not isinstance(lr, (int, float)) or isinstance(lr, bool) or not math.isfinite(lr)
-                or lr <= 0):
+        if (
+            not isinstance(lr, (int, float))
+            or isinstance(lr, bool)
+            or not math.isfinite(lr)
+            or lr <= 0
+        ):
             raise ValueError(f"lr of {name!r} must be a finite float > 0, got {lr!r}")
     groups = []
     for name in part_names(model):
@@ -187,8 +197,9 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return acc
 
 
-def source_accuracy(model: nn.Module, source_head: nn.Module, x: torch.Tensor,
-                    y: torch.Tensor) -> float:
+def source_accuracy(
+    model: nn.Module, source_head: nn.Module, x: torch.Tensor, y: torch.Tensor
+) -> float:
     """Accuracy of the kept source head on the current backbone features (eval mode).
 
     This is the forgetting measure of Li & Hoiem 2016: the backbone is shared, the old head
@@ -205,8 +216,10 @@ def source_accuracy(model: nn.Module, source_head: nn.Module, x: torch.Tensor,
 
 def _check_lrs(lrs) -> list[float]:
     lrs = list(lrs)
-    if not lrs or any(not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0
-                      or not math.isfinite(v) for v in lrs):
+    if not lrs or any(
+        not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0 or not math.isfinite(v)
+        for v in lrs
+    ):
         raise ValueError(f"lrs must be a non-empty list of finite floats > 0, got {lrs!r}")
     return lrs
 
@@ -217,11 +230,19 @@ def _check_pos_int(name: str, value) -> int:
     return value
 
 
-def train_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
-                optimizer: torch.optim.Optimizer, steps: int, batch_size: int, seed: int = 0,
-                eval_every: int | None = None,
-                evals: Mapping[str, Callable[[nn.Module], float]] | None = None,
-                cosine: bool = False) -> dict[str, list[float]]:
+def train_steps(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    optimizer: torch.optim.Optimizer,
+    steps: int,
+    batch_size: int,
+    seed: int = 0,
+    eval_every: int | None = None,
+    evals: Mapping[str, Callable[[nn.Module], float]] | None = None,
+    cosine: bool = False,
+) -> dict[str, list[float]]:
     """Train for exactly ``steps`` optimizer steps of cross-entropy on shuffled mini-batches.
 
     Frozen parts stay frozen (their BN in eval mode, via :func:`train_mode`). Mini-batches
@@ -250,8 +271,9 @@ def train_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
         raise TypeError("x and y must be tensors")
     if x.shape[0] != y.shape[0] or x.shape[0] == 0:
-        raise ValueError(f"x and y must have the same non-zero length, got {x.shape[0]}, "
-                         f"{y.shape[0]}")
+        raise ValueError(
+            f"x and y must have the same non-zero length, got {x.shape[0]}, {y.shape[0]}"
+        )
     _check_pos_int("steps", steps)
     _check_pos_int("batch_size", batch_size)
     if eval_every is not None:
@@ -276,7 +298,7 @@ def train_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     for step in range(1, steps + 1):
         if pos >= n:
             order, pos = torch.randperm(n, generator=g), 0
-        idx = order[pos:pos + batch_size].to(x.device)
+        idx = order[pos : pos + batch_size].to(x.device)
         pos += batch_size
         optimizer.zero_grad(set_to_none=True)
         loss = F.cross_entropy(model(x[idx]), y[idx])
@@ -302,16 +324,19 @@ def steps_to_reach(steps: Sequence[int], curve: Sequence[float], target: float) 
         ValueError: for sequences of different length or empty.
     """
     if len(steps) != len(curve) or not len(steps):
-        raise ValueError(f"steps and curve must be non-empty and of equal length, got "
-                         f"{len(steps)} and {len(curve)}")
+        raise ValueError(
+            f"steps and curve must be non-empty and of equal length, got "
+            f"{len(steps)} and {len(curve)}"
+        )
     for s, v in zip(steps, curve, strict=True):
         if v >= target:
             return float(s)
     return math.inf
 
 
-def make_arm(arm: str, source: nn.Module, config: SourceConfig, num_classes: int, *,
-             seed: int) -> nn.Module:
+def make_arm(
+    arm: str, source: nn.Module, config: SourceConfig, num_classes: int, *, seed: int
+) -> nn.Module:
     """The starting model of an arm, on ``source``'s device.
 
     * ``"scratch"``: a fresh ResNet of ``config``'s shape (seeded init), all trainable.
@@ -333,8 +358,15 @@ def make_arm(arm: str, source: nn.Module, config: SourceConfig, num_classes: int
     return model
 
 
-def linear_probe(source: nn.Module, task: TargetTask, *, lrs: Sequence[float], steps: int,
-                 seed: int, num_classes: int = 5) -> dict:
+def linear_probe(
+    source: nn.Module,
+    task: TargetTask,
+    *,
+    lrs: Sequence[float],
+    steps: int,
+    seed: int,
+    num_classes: int = 5,
+) -> dict:
     """Linear probe: a new head trained on frozen (eval-mode) source features, lr chosen on val.
 
     Features are computed once (exact, because frozen BN is in eval mode; see module doc),
@@ -371,9 +403,20 @@ def linear_probe(source: nn.Module, task: TargetTask, *, lrs: Sequence[float], s
     return best
 
 
-def run_arm(arm: str, source: nn.Module, config: SourceConfig, task: TargetTask, *,
-            lrs: Sequence[float], steps: int, batch_size: int, seed: int,
-            eval_every: int | None = None, num_classes: int = 5, cosine: bool = True) -> dict:
+def run_arm(
+    arm: str,
+    source: nn.Module,
+    config: SourceConfig,
+    task: TargetTask,
+    *,
+    lrs: Sequence[float],
+    steps: int,
+    batch_size: int,
+    seed: int,
+    eval_every: int | None = None,
+    num_classes: int = 5,
+    cosine: bool = True,
+) -> dict:
     """Train one arm on ``task`` once per lr in ``lrs``; keep the lr with the best validation
     accuracy after ``steps`` steps (the test set is never used for the choice).
 
@@ -395,30 +438,50 @@ def run_arm(arm: str, source: nn.Module, config: SourceConfig, task: TargetTask,
         raise ValueError(f"arm must be one of {ARMS}, got {arm!r}")
     lrs = _check_lrs(lrs)
     if arm == "probe":
-        return linear_probe(source, task, lrs=lrs, steps=steps, seed=seed,
-                            num_classes=num_classes)
+        return linear_probe(source, task, lrs=lrs, steps=steps, seed=seed, num_classes=num_classes)
     best, val_by_lr = None, {}
     for lr in lrs:
         model = make_arm(arm, source, config, num_classes, seed=seed)
         opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
-        hist = train_steps(model, task.x_train, task.y_train, optimizer=opt, steps=steps,
-                           batch_size=batch_size, seed=seed, eval_every=eval_every,
-                           evals={"test": lambda m: accuracy(m, task.x_test, task.y_test)},
-                           cosine=cosine)
+        hist = train_steps(
+            model,
+            task.x_train,
+            task.y_train,
+            optimizer=opt,
+            steps=steps,
+            batch_size=batch_size,
+            seed=seed,
+            eval_every=eval_every,
+            evals={"test": lambda m: accuracy(m, task.x_test, task.y_test)},
+            cosine=cosine,
+        )
         val = accuracy(model, task.x_val, task.y_val)  # the choice sees validation only
         val_by_lr[lr] = val
         if best is None or val > best["val_acc"]:
-            best = {"lr": lr, "val_acc": val, "test_acc": hist["test"][-1],
-                    "curve": {k: hist[k] for k in ("step", "test")}}
+            best = {
+                "lr": lr,
+                "val_acc": val,
+                "test_acc": hist["test"][-1],
+                "curve": {k: hist[k] for k in ("step", "test")},
+            }
     best["val_by_lr"] = val_by_lr
     return best
 
 
-def transfer_grid(sources: Sequence[nn.Module], config: SourceConfig,
-                  distances: Sequence[float], sizes: Sequence[int], seeds: Sequence[int], *,
-                  lrs: Mapping[str, Sequence[float]], steps: int, batch_size: int,
-                  probe_steps: int = 200, curve_cells: Iterable[tuple[float, int]] = (),
-                  eval_every: int = 5) -> dict:
+def transfer_grid(
+    sources: Sequence[nn.Module],
+    config: SourceConfig,
+    distances: Sequence[float],
+    sizes: Sequence[int],
+    seeds: Sequence[int],
+    *,
+    lrs: Mapping[str, Sequence[float]],
+    steps: int,
+    batch_size: int,
+    probe_steps: int = 200,
+    curve_cells: Iterable[tuple[float, int]] = (),
+    eval_every: int = 5,
+) -> dict:
     """Domain distance x target size grid of the three arms, over seeds.
 
     The learning rate of every arm is chosen per cell on the **validation** set of the first
@@ -456,8 +519,11 @@ def transfer_grid(sources: Sequence[nn.Module], config: SourceConfig,
     curve_cells = {(float(d), int(k)) for d, k in curve_cells}
     shape = (len(distances), len(sizes), len(seeds))
     acc = {a: np.full(shape, np.nan) for a in ARMS}
-    chosen = {"scratch": np.full(shape[:2], np.nan), "finetune": np.full(shape[:2], np.nan),
-              "probe": np.full(shape, np.nan)}
+    chosen = {
+        "scratch": np.full(shape[:2], np.nan),
+        "finetune": np.full(shape[:2], np.nan),
+        "probe": np.full(shape, np.nan),
+    }
     curves: dict = {}
     for i, d in enumerate(distances):
         for j, k in enumerate(sizes):
@@ -467,14 +533,25 @@ def transfer_grid(sources: Sequence[nn.Module], config: SourceConfig,
                 curves[cell] = {"scratch": [], "finetune": []}
             for s, (seed, src) in enumerate(zip(seeds, sources, strict=True)):
                 task = target_task(d, k, seed=seed)
-                task = task._replace(**{f: getattr(task, f).to(next(src.parameters()).device)
-                                        for f in ("x_train", "y_train", "x_val", "y_val",
-                                                  "x_test", "y_test")})
+                task = task._replace(
+                    **{
+                        f: getattr(task, f).to(next(src.parameters()).device)
+                        for f in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+                    }
+                )
                 for arm in ARMS:
                     cand = lrs[arm] if (s == 0 or arm == "probe") else [chosen[arm][i, j]]
-                    res = run_arm(arm, src, config, task, lrs=cand,
-                                  steps=probe_steps if arm == "probe" else steps,
-                                  batch_size=batch_size, seed=seed, eval_every=every)
+                    res = run_arm(
+                        arm,
+                        src,
+                        config,
+                        task,
+                        lrs=cand,
+                        steps=probe_steps if arm == "probe" else steps,
+                        batch_size=batch_size,
+                        seed=seed,
+                        eval_every=every,
+                    )
                     acc[arm][i, j, s] = res["test_acc"]
                     if arm == "probe":
                         chosen[arm][i, j, s] = res["lr"]
@@ -482,17 +559,32 @@ def transfer_grid(sources: Sequence[nn.Module], config: SourceConfig,
                         chosen[arm][i, j] = res["lr"]
                     if every and arm != "probe":
                         curves[cell][arm].append(res["curve"])
-    return {"acc": acc, "lr": chosen, "curves": curves, "distances": list(distances),
-            "sizes": list(sizes)}
+    return {
+        "acc": acc,
+        "lr": chosen,
+        "curves": curves,
+        "distances": list(distances),
+        "sizes": list(sizes),
+    }
 
 
 FORGET_ARMS = ("full", "full_small_backbone_lr", "partial", "frozen")
 
 
-def forgetting_run(source: nn.Module, task: TargetTask, source_test: tuple[torch.Tensor,
-                   torch.Tensor], *, arm: str, lr: float, steps: int, batch_size: int,
-                   seed: int, eval_every: int, backbone_lr_scale: float = 0.1,
-                   partial_frozen: Sequence[str] = ("stem", "stage1", "stage2")) -> dict:
+def forgetting_run(
+    source: nn.Module,
+    task: TargetTask,
+    source_test: tuple[torch.Tensor, torch.Tensor],
+    *,
+    arm: str,
+    lr: float,
+    steps: int,
+    batch_size: int,
+    seed: int,
+    eval_every: int,
+    backbone_lr_scale: float = 0.1,
+    partial_frozen: Sequence[str] = ("stem", "stage1", "stage2"),
+) -> dict:
     """Fine-tune a copy of ``source`` on ``task`` and track source-task accuracy (forgetting).
 
     The source head is kept frozen beside the new target head (Li & Hoiem 2016,
@@ -526,7 +618,17 @@ def forgetting_run(source: nn.Module, task: TargetTask, source_test: tuple[torch
     default = lr * backbone_lr_scale if arm == "full_small_backbone_lr" else lr
     opt = torch.optim.Adam(param_groups(model, lr_map, default_lr=default))
     xs, ys = source_test
-    return train_steps(model, task.x_train, task.y_train, optimizer=opt, steps=steps,
-                       batch_size=batch_size, seed=seed, eval_every=eval_every,
-                       evals={"source_acc": lambda m: source_accuracy(m, source_head, xs, ys),
-                              "target_acc": lambda m: accuracy(m, task.x_test, task.y_test)})
+    return train_steps(
+        model,
+        task.x_train,
+        task.y_train,
+        optimizer=opt,
+        steps=steps,
+        batch_size=batch_size,
+        seed=seed,
+        eval_every=eval_every,
+        evals={
+            "source_acc": lambda m: source_accuracy(m, source_head, xs, ys),
+            "target_acc": lambda m: accuracy(m, task.x_test, task.y_test),
+        },
+    )

@@ -153,8 +153,10 @@ def target_task(distance: float, k: int, *, seed: int, val_per_class: int = 80) 
         TypeError/ValueError: for arguments of the wrong type or out of range.
     """
     _check_seed(seed)
-    for name, value, low, high in (("val_per_class", val_per_class, 5, 200),
-                                   ("k", k, 1, 400 - val_per_class)):
+    for name, value, low, high in (
+        ("val_per_class", val_per_class, 5, 200),
+        ("k", k, 1, 400 - val_per_class),
+    ):
         if not isinstance(value, int) or isinstance(value, bool):
             raise TypeError(f"{name} must be an int, got {type(value).__name__}")
         if not low <= value <= high:
@@ -231,8 +233,9 @@ def pretrain(config: SourceConfig, seed: int, device: str | torch.device = "cpu"
     x, y, xt, yt = (t.to(device) for t in source_data())
     model = init_model(config, seed).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    train_steps(model, x, y, optimizer=opt, steps=config.steps, batch_size=config.batch_size,
-                seed=seed)
+    train_steps(
+        model, x, y, optimizer=opt, steps=config.steps, batch_size=config.batch_size, seed=seed
+    )
     model.eval()
     return model, {"source_test_acc": accuracy(model, xt, yt), "cached": False}
 
@@ -249,19 +252,29 @@ def _read(path: Path, config: SourceConfig, seed: int, device):
     """The cached model, or None if the file is missing, unreadable, corrupt or stale."""
     try:
         blob = torch.load(path, map_location=device, weights_only=True)
-        if not (isinstance(blob, dict) and blob.get("config") == config.key()
-                and blob.get("seed") == seed):
+        if not (
+            isinstance(blob, dict)
+            and blob.get("config") == config.key()
+            and blob.get("seed") == seed
+        ):
             return None
         model = config.build()
         model.load_state_dict(blob["state_dict"])
-        return model.to(device).eval(), {"source_test_acc": float(blob["source_test_acc"]),
-                                          "cached": True}
+        return model.to(device).eval(), {
+            "source_test_acc": float(blob["source_test_acc"]),
+            "cached": True,
+        }
     except Exception:  # noqa: BLE001 - any unreadable/corrupt cache means: recompute
         return None
 
 
-def load_or_pretrain(config: SourceConfig, seed: int, *, directory: str | Path | None = None,
-                     device: str | torch.device = "cpu"):
+def load_or_pretrain(
+    config: SourceConfig,
+    seed: int,
+    *,
+    directory: str | Path | None = None,
+    device: str | torch.device = "cpu",
+):
     """The pretrained source model for ``seed``: from the cache if valid, else trained and cached.
 
     The file holds ``{"config", "seed", "state_dict", "source_test_acc"}`` (plain types and
@@ -287,8 +300,12 @@ def load_or_pretrain(config: SourceConfig, seed: int, *, directory: str | Path |
     if hit is not None:
         return hit
     model, info = pretrain(config, seed, device)
-    blob = {"config": config.key(), "seed": seed, "source_test_acc": info["source_test_acc"],
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    blob = {
+        "config": config.key(),
+        "seed": seed,
+        "source_test_acc": info["source_test_acc"],
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

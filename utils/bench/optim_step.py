@@ -25,15 +25,20 @@ TARGET = 1.5
 
 # name -> (our class, reference class or None for torch.optim.<name>, kwargs)
 CONFIGS = {
-    "SGD (momentum 0.9, wd 1e-4)": (optim.SGD, torch.optim.SGD,
-                                    dict(lr=0.01, momentum=0.9, weight_decay=1e-4)),
-    "SGD (Nesterov 0.9)": (optim.SGD, torch.optim.SGD, dict(lr=0.01, momentum=0.9,
-                                                            nesterov=True)),
+    "SGD (momentum 0.9, wd 1e-4)": (
+        optim.SGD,
+        torch.optim.SGD,
+        dict(lr=0.01, momentum=0.9, weight_decay=1e-4),
+    ),
+    "SGD (Nesterov 0.9)": (optim.SGD, torch.optim.SGD, dict(lr=0.01, momentum=0.9, nesterov=True)),
     "Adagrad": (optim.Adagrad, torch.optim.Adagrad, dict(lr=0.01)),
     "Adadelta": (optim.Adadelta, torch.optim.Adadelta, dict()),
     "RMSprop": (optim.RMSprop, torch.optim.RMSprop, dict(lr=1e-3)),
-    "RMSprop (centered, momentum)": (optim.RMSprop, torch.optim.RMSprop,
-                                     dict(lr=1e-3, centered=True, momentum=0.9)),
+    "RMSprop (centered, momentum)": (
+        optim.RMSprop,
+        torch.optim.RMSprop,
+        dict(lr=1e-3, centered=True, momentum=0.9),
+    ),
     "Adam": (optim.Adam, torch.optim.Adam, dict(lr=1e-3)),
     "Adam (amsgrad)": (optim.Adam, torch.optim.Adam, dict(lr=1e-3, amsgrad=True)),
     "AdamW": (optim.AdamW, torch.optim.AdamW, dict(lr=1e-3)),
@@ -79,13 +84,23 @@ def measure(repeats: int = REPEATS) -> list[dict]:
                 if i >= WARMUP:
                     times[key].append(dt)
         med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
-        ratio = {k: statistics.median(a / b for a, b in zip(times["ours"], v, strict=True))
-                 for k, v in times.items() if k != "ours"}
+        ratio = {
+            k: statistics.median(a / b for a, b in zip(times["ours"], v, strict=True))
+            for k, v in times.items()
+            if k != "ours"
+        }
         n_params = sum(p.numel() for g in variants["ours"].param_groups for p in g["params"])
-        rows.append(dict(name=name, ours_ms=med["ours"], single_ms=med["single"],
-                         foreach_ms=med.get("foreach", float("nan")),
-                         ratio_single=ratio["single"], ratio_foreach=ratio.get("foreach", nan),
-                         n_params=n_params))
+        rows.append(
+            dict(
+                name=name,
+                ours_ms=med["ours"],
+                single_ms=med["single"],
+                foreach_ms=med.get("foreach", float("nan")),
+                ratio_single=ratio["single"],
+                ratio_foreach=ratio.get("foreach", nan),
+                n_params=n_params,
+            )
+        )
     return rows
 
 
@@ -110,8 +125,10 @@ def run() -> str:
         foreach = "—" if ratio_f != ratio_f else f"{r['foreach_ms']:.2f}"
         rf = "—" if ratio_f != ratio_f else f"{ratio_f:.2f}"
         mark = "ok" if ratio_s <= TARGET else "MISSED"
-        lines.append(f"| {r['name']} | {r['ours_ms']:.2f} | {r['single_ms']:.2f} | {foreach} | "
-                     f"{ratio_s:.2f} | {rf} | {mark} |")
+        lines.append(
+            f"| {r['name']} | {r['ours_ms']:.2f} | {r['single_ms']:.2f} | {foreach} | "
+            f"{ratio_s:.2f} | {rf} | {mark} |"
+        )
     return "\n".join(lines) + "\n"
 
 

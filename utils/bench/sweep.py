@@ -17,8 +17,10 @@ def _loop(make, seeds, x, y, lrs, idx_list) -> float:
     for s in seeds:
         torch.manual_seed(s)
         nets.append(make())
-    opts = [torch.optim.SGD(n.parameters(), lr=float(lr), momentum=0.9)
-            for n, lr in zip(nets, lrs, strict=True)]
+    opts = [
+        torch.optim.SGD(n.parameters(), lr=float(lr), momentum=0.9)
+        for n, lr in zip(nets, lrs, strict=True)
+    ]
     start = time.process_time()
     for idx in idx_list:
         for i, (net, opt) in enumerate(zip(nets, opts, strict=True)):
@@ -42,9 +44,12 @@ def run() -> str:
     d = data.digits()
     x, y = d.x_train, d.y_train
 
-    rows = ["| model | models | loop CPU s | stacked CPU s | speed-up |",
-            "|---|---:|---:|---:|---:|"]
+    rows = [
+        "| model | models | loop CPU s | stacked CPU s | speed-up |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for hidden, m in ((32, 8), (32, 32), (64, 8), (64, 32)):
+
         def make(hidden=hidden):
             return models.MLP(64, [hidden], 10)
 
@@ -56,21 +61,24 @@ def run() -> str:
         _loop(make, seeds, x, y, lrs, idx_list[:3])
         t_loop = _loop(make, seeds, x, y, lrs, idx_list)  # one repetition: the slow side
         t_stack = min(_stacked(make, seeds, x, y, lrs, idx_list) for _ in range(2))
-        rows.append(f"| MLP 64-{hidden}-10 | {m} | {t_loop:.3f} | {t_stack:.3f} | "
-                    f"{t_loop / t_stack:.1f}x |")
-    return "\n".join([
-        "## Batched sweep vs Python loop (utils.sweep)",
-        "",
-        f"{STEPS} mini-batch steps (batch {BATCH}, per-model data order and lr) of SGD with "
-        "momentum 0.9 on an MLP (digits; 64-32-10 is the notebook's size), torch threads = "
-        f"{torch.get_num_threads()}. Loop: one torch.optim.SGD per model. Stacked: one vmapped "
-        "gradient call and one functional update for all models. Times are CPU seconds of this "
-        "process (time.process_time: robust to other load on a shared machine; with 2 threads "
-        "it counts both, which is conservative for the stacked side). Target: >= 4x at 32 "
-        "models.",
-        "",
-        *rows,
-    ])
+        rows.append(
+            f"| MLP 64-{hidden}-10 | {m} | {t_loop:.3f} | {t_stack:.3f} | {t_loop / t_stack:.1f}x |"
+        )
+    return "\n".join(
+        [
+            "## Batched sweep vs Python loop (utils.sweep)",
+            "",
+            f"{STEPS} mini-batch steps (batch {BATCH}, per-model data order and lr) of SGD with "
+            "momentum 0.9 on an MLP (digits; 64-32-10 is the notebook's size), torch threads = "
+            f"{torch.get_num_threads()}. Loop: one torch.optim.SGD per model. Stacked: one vmapped "
+            "gradient call and one functional update for all models. Times are CPU seconds of this "
+            "process (time.process_time: robust to other load on a shared machine; with 2 threads "
+            "it counts both, which is conservative for the stacked side). Target: >= 4x at 32 "
+            "models.",
+            "",
+            *rows,
+        ]
+    )
 
 
 if __name__ == "__main__":

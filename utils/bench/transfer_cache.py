@@ -34,14 +34,17 @@ def run() -> str:
     assert not any(i["cached"] for _, i in cold) and all(i["cached"] for _, i in warm)
     cold_s, warm_s = t1 - t0, t2 - t1
     acc = ", ".join(f"{i['source_test_acc']:.3f}" for _, i in warm)
-    return "\n".join([
-        "## Notebook 03: source-model cache (pretrain vs load)",
-        "",
-        "Three source models (ResNet widths 8/16/32, 150 Adam steps on MNIST digits 0-4, 14x14), "
-        "CPU seconds of one thread. A cold run of notebook 03 pays the first column once per "
-        "LAB_SEED; a warm run pays the second.",
-        "",
-        "| pretrain 3 seeds (CPU s) | load 3 from cache (CPU s) | ratio | source test acc |",
-        "|---:|---:|---:|---|",
-        f"| {cold_s:.2f} | {warm_s:.3f} | {cold_s / max(warm_s, 1e-9):.0f}x | {acc} |",
-    ])
+    return "\n".join(
+        [
+            "## Notebook 03: source-model cache (pretrain vs load)",
+            "",
+            "Three source models (ResNet widths 8/16/32, 150 Adam steps on MNIST digits 0-4, "
+            "14x14), "
+            "CPU seconds of one thread. A cold run of notebook 03 pays the first column once per "
+            "LAB_SEED; a warm run pays the second.",
+            "",
+            "| pretrain 3 seeds (CPU s) | load 3 from cache (CPU s) | ratio | source test acc |",
+            "|---:|---:|---:|---|",
+            f"| {cold_s:.2f} | {warm_s:.3f} | {cold_s / max(warm_s, 1e-9):.0f}x | {acc} |",
+        ]
+    )
