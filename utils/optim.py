@@ -94,12 +94,17 @@ def _check_nonneg(name: str, value: float, label: str | None = None) -> None:
         raise ValueError(f"Invalid {label or name} value: {value}")
 
 
-def _check_betas(betas: tuple[float, float]) -> tuple[float, float]:
-    if len(betas) != 2:
-        raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+def _check_beta_range(betas: tuple[float, float]) -> None:
+    """Each beta in [0, 1), with torch.optim's message."""
     for i in (0, 1):
         if not 0.0 <= betas[i] < 1.0:
             raise ValueError(f"Invalid beta parameter at index {i}: {betas[i]}")
+
+
+def _check_betas(betas: tuple[float, float]) -> tuple[float, float]:
+    if len(betas) != 2:
+        raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+    _check_beta_range(betas)
     if not (all(isinstance(b, float) for b in betas) or all(isinstance(b, Tensor) for b in betas)):
         # torch.optim.Adam's rule, mirrored: ints such as (0, 0.9) are rejected too.
         raise ValueError("betas must be either both floats or both Tensors")
@@ -688,10 +693,7 @@ class Adam(_FromScratch):
     ) -> None:
         _check_lr(lr)
         _check_nonneg("eps", eps, "epsilon")
-        if not 0.0 <= betas[0] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
-        if not 0.0 <= betas[1] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
+        _check_beta_range(betas)  # before weight_decay, in torch's order of checks
         _check_nonneg("weight_decay", weight_decay)
         betas = _check_betas(betas)
         if form not in ADAM_FORMS:
@@ -864,9 +866,7 @@ class RAdam(_FromScratch):
     ) -> None:
         _check_lr(lr)
         _check_nonneg("eps", eps, "epsilon")
-        for i in (0, 1):
-            if not 0.0 <= betas[i] < 1.0:
-                raise ValueError(f"Invalid beta parameter at index {i}: {betas[i]}")
+        _check_beta_range(betas)
         _check_nonneg("weight_decay", weight_decay)
         _check_single_tensor_only(
             foreach=foreach, capturable=capturable, differentiable=differentiable
@@ -1012,9 +1012,7 @@ class AdamP(_FromScratch):
     ) -> None:
         _check_lr(lr)
         _check_nonneg("eps", eps, "epsilon")
-        for i in (0, 1):
-            if not 0.0 <= betas[i] < 1.0:
-                raise ValueError(f"Invalid beta parameter at index {i}: {betas[i]}")
+        _check_beta_range(betas)
         _check_nonneg("weight_decay", weight_decay)
         _check_nonneg("delta", delta)
         _check_nonneg("wd_ratio", wd_ratio)
