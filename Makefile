@@ -6,12 +6,13 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PORT   ?= 8888
 NB     ?=
+VERIFY_SEEDS ?= 0 1 2 3 4
 LAB_ARGS ?=
 # Jupyter refuses to run as root unless told; containers and CI often are root.
 AS_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lab test test-unit test-nb bench book index lint clean
+.PHONY: help setup lab test test-unit test-nb verify bench book index lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,14 +37,22 @@ test-unit: setup ## unit tests only
 test-nb: setup ## one notebook: NB=notebooks/00_pytorch_primer.ipynb
 	$(PY) -m pytest -n 0 $(NB)
 
+verify: setup ## every notebook at LAB_SEED 0-4 (1 thread), then seed 0 with 2 threads
+	@for s in $(VERIFY_SEEDS); do \
+	  echo "== make verify: LAB_SEED=$$s LAB_THREADS=1"; \
+	  LAB_SEED=$$s LAB_THREADS=1 LAB_VERDICT_DIR=build/verify/seed$$s $(PY) -m pytest -q notebooks || exit 1; \
+	done
+	@echo "== make verify: LAB_SEED=0 LAB_THREADS=2 (verdicts must not hinge on the thread count)"
+	LAB_SEED=0 LAB_THREADS=2 LAB_VERDICT_DIR=build/verify/seed0-threads2 $(PY) -m pytest -q -n 1 notebooks
+
 bench: setup ## time every notebook and the ratio benchmarks into build/bench.md
-	$(PY) -m utils.bench --out build/bench.md
+	$(PY) -m utils.tooling.bench --out build/bench.md
 
 book: setup ## execute notebooks into build/html with an index of verdicts; refresh README's answer index
-	$(PY) -m utils.book --out build/html
+	$(PY) -m utils.tooling.book --out build/html
 
 index: setup ## refresh README's answer index from the verdicts of the last run (build/verdicts)
-	$(PY) -m utils.answer_index --readme README.md
+	$(PY) -m utils.tooling.answer_index --readme README.md
 
 lint: setup ## ruff on utils, tests and notebooks
 	$(VENV)/bin/ruff check utils tests notebooks

@@ -4,7 +4,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from utils import answer_index as ai
+from utils.tooling import answer_index as ai
 
 ROOT = Path(__file__).resolve().parents[1]
 

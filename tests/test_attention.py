@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils import attention as A
-from utils import seqtasks as T
+from utils.scratch import attention as A
+from utils.tasks import attention as T
 
 
 def _gen(seed):

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from utils import augment
+from utils.instruments import augment
 
 
 def gen(seed=0):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from utils import bert
+from utils.scratch import bert
 
 SENTENCE_SETS = {
     "single": ["The cat sat on the mat."],

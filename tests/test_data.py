@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from utils import data
+from utils.core import data
 
 
 def test_mnist_shapes_ranges_and_fixed_split():
@@ -87,3 +87,19 @@ def test_train_val_split_and_per_class_subset():
         data.per_class_subset(s.x_train, s.y_train, 500)
     with pytest.raises(ValueError, match="k must"):
         data.per_class_subset(s.x_train, s.y_train, 0)
+
+
+def test_corrupt_labels_flips_exactly_the_fraction_to_other_classes():
+    import pytest
+    import torch
+
+    y = torch.arange(200) % 10
+    out = data.corrupt_labels(y, 0.3, 10, torch.Generator().manual_seed(0))
+    assert int((out != y).sum()) == 60 and out.dtype == torch.int64
+    assert int(out.min()) >= 0 and int(out.max()) <= 9
+    same = data.corrupt_labels(y, 0.3, 10, torch.Generator().manual_seed(0))
+    assert torch.equal(out, same)
+    with pytest.raises(ValueError, match="fraction"):
+        data.corrupt_labels(y, 1.5, 10, torch.Generator())
+    with pytest.raises(TypeError, match="integer"):
+        data.corrupt_labels(y.float(), 0.1, 10, torch.Generator())

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from utils import hpo
+from utils.tasks import hpo
 
 
 @pytest.fixture(scope="module")

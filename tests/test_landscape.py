@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils import landscape as L
+from utils.instruments import landscape as L
 
 
 def _quadratic_problem(seed, n=6):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils import metrics
+from utils.core import metrics
 
 
 def test_accuracy_from_logits_and_labels():

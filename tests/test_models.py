@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from utils import models
+from utils.core import models
 
 
 def test_mlp_shapes_norm_positions_and_dropout():

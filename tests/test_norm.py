@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from utils import norm
+from utils.scratch import norm
 
 SHAPES = {1: [(16, 5), (8, 5, 7)], 2: [(6, 5, 4, 3)]}
 OURS = {1: norm.BatchNorm1d, 2: norm.BatchNorm2d}
@@ -80,7 +80,7 @@ def test_double_backward_matches_gradgradcheck():
 
 
 def test_plugs_into_models():
-    from utils.models import MLP, ResNet
+    from utils.core.models import MLP, ResNet
 
     mlp = MLP(8, [6], 3, norm=norm.BatchNorm1d)
     assert any(isinstance(m, norm.BatchNorm1d) for m in mlp.modules())

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from utils.answer_index import notebook_verdicts
-from utils.verdict import NOTEBOOK_OF_PREFIX, STATUSES
+from utils.core.verdict import NOTEBOOK_OF_PREFIX, STATUSES
+from utils.tooling.answer_index import notebook_verdicts
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))

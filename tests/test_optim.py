@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils import optim
+from utils.scratch import optim
 
 STEPS = 100
 RTOL, ATOL = 1e-6, 1e-12

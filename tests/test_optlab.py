@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from utils import optlab, sweep
+from utils.instruments import stacked as sweep
+from utils.tasks import optimization as optlab
 
 
 def test_steps_to_target_and_band():

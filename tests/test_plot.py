@@ -5,7 +5,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from utils import plot  # noqa: E402
+from utils.core import plot  # noqa: E402
 
 
 def test_band_draws_mean_line_and_checks_shapes():

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from utils import regression
+from utils.tasks import regression
 
 
 @pytest.mark.parametrize("degree", [0, 1, 3, 6])

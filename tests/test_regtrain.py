@@ -3,7 +3,9 @@
 import pytest
 import torch
 
-from utils import augment, models, regtrain
+from utils.core import models
+from utils.instruments import augment
+from utils.tasks import regtrain
 
 
 def test_corrupt_labels_flips_exact_fraction_to_other_classes():

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils import repro
+from utils.core import repro
 
 
 def test_base_seed_default_and_env(monkeypatch):
@@ -88,3 +88,36 @@ def test_setup_returns_seeds_and_device(monkeypatch):
     finally:
         repro.determinism(False)
     assert s == repro.seeds(4) and isinstance(dev, torch.device)
+
+
+def test_lab_threads_and_num_threads(monkeypatch):
+    import torch
+
+    monkeypatch.delenv("LAB_THREADS", raising=False)
+    assert repro.lab_threads() == 1
+    monkeypatch.setenv("LAB_THREADS", "2")
+    assert repro.lab_threads() == 2
+    for bad in ("0", "two"):
+        monkeypatch.setenv("LAB_THREADS", bad)
+        with pytest.raises(ValueError, match="LAB_THREADS"):
+            repro.lab_threads()
+    before = torch.get_num_threads()
+    with repro.num_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="n must"):
+        with repro.num_threads(0):
+            pass
+
+
+def test_setup_pins_the_thread_count(monkeypatch):
+    import torch
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("LAB_THREADS", "1")
+    try:
+        repro.setup(3)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+        repro.determinism(False)

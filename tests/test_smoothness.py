@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils import deepnets, normexp, smoothness
+from utils.instruments import probes as smoothness
+from utils.tasks import deepnets
+from utils.tasks import normalization as normexp
 
 
 def _quadratic_problem(seed=0):

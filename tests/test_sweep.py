@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils import sweep, train
+from utils.core import train
+from utils.instruments import stacked as sweep
 
 SEEDS = [3, 11, 29]
 CONFIGS = [

@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from utils import transfer as T
-from utils import transfer_tasks as TT
-from utils.models import MLP, ResNet
+from utils.core.models import MLP, ResNet
+from utils.instruments import finetune as T
+from utils.tasks import transfer as TT
 
 TINY = TT.SourceConfig(widths=(4, 8), blocks=1, steps=3, batch_size=16, lr=1e-3)
 

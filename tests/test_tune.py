@@ -6,7 +6,7 @@ import types
 
 import pytest
 
-from utils import tune as labtune
+from utils.instruments import raytune as labtune
 
 
 def test_local_kwargs_are_loopback_no_dashboard_all_cores(tmp_path):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils import verdict as V
+from utils.core import verdict as V
 
 
 @pytest.fixture(autouse=True)
@@ -81,3 +81,99 @@ def test_verdict_validates_arguments(kwargs, exc, word):
 def test_expect_cannot_reach_builtins():
     with pytest.raises(ValueError, match="unknown name"):
         V.verdict("M2", "c", {"a": [1, 2, 3]}, status="supported", expect="__import__('os')")
+
+
+def test_interval_matches_scipy_t_interval():
+    from scipy import stats
+
+    x = np.array([0.31, 0.27, 0.35, 0.30, 0.29])
+    want = stats.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=stats.sem(x))
+    assert V.interval(x) == pytest.approx(want)
+    assert V.lo(x) == pytest.approx(want[0]) and V.hi(x) == pytest.approx(want[1])
+    assert V.interval([2.5]) == (2.5, 2.5)
+    assert all(np.isnan(V.interval([1.0, np.nan, 2.0])))
+    with pytest.raises(ValueError, match="confidence"):
+        V.interval(x, confidence=1.0)
+    with pytest.raises(ValueError, match="at least one"):
+        V.interval([])
+
+
+def test_a_noise_level_effect_fails_lo_and_a_real_one_passes():
+    rng = np.random.default_rng(0)
+    base = rng.normal(0.80, 0.02, size=5)
+    noise = base + rng.normal(0.0, 0.02, size=5) * np.array([1, -1, 1, -1, 1])  # no real gap
+    real = base + 0.05 + rng.normal(0.0, 0.005, size=5)  # a 5-point gain, well above the noise
+    with pytest.raises(AssertionError, match="does not hold"):
+        V.verdict(
+            "O2", "B beats A", {"a": base, "b": noise}, status="supported", expect="lo(b - a) > 0"
+        )
+    V.verdict("O2", "B beats A", {"a": base, "b": real}, status="supported", expect="lo(b - a) > 0")
+
+
+def test_within_asserts_no_meaningful_difference_and_fails_on_a_real_one():
+    a = np.array([0.90, 0.91, 0.89, 0.92, 0.90])
+    same = a + np.array([0.002, -0.001, 0.001, -0.002, 0.0])
+    shifted = a + 0.03
+    V.verdict(
+        "O4",
+        "no gap within 0.01",
+        {"a": a, "b": same},
+        status="nuanced",
+        expect="within(b - a, 0.01)",
+    )
+    with pytest.raises(AssertionError):
+        V.verdict(
+            "O4",
+            "no gap within 0.01",
+            {"a": a, "b": shifted},
+            status="nuanced",
+            expect="within(b - a, 0.01)",
+        )
+    with pytest.raises(ValueError, match="delta"):
+        V.within(a, 0)
+
+
+def test_deterministic_fact_is_one_value_with_a_reason(_records):
+    v = V.verdict(
+        "N1",
+        "the raw second-moment spectrum is ill-conditioned",
+        {"condition": [6.5e4], "gain": [0.10, 0.12, 0.11]},
+        status="supported",
+        expect="condition > 1e3 and lo(gain) > 0",
+        deterministic={"condition": "eigenvalues of fixed data"},
+    )
+    rec = json.loads((_records / "N1.json").read_text())
+    assert rec["metrics"]["condition"]["deterministic"] == "eigenvalues of fixed data"
+    assert rec["metrics"]["condition"]["ci95"] == [6.5e4, 6.5e4]
+    assert "exact: eigenvalues" in str(v) and "95% interval" in v._repr_html_()
+    with pytest.raises(ValueError, match="copies"):
+        V.verdict(
+            "N1",
+            "c",
+            {"c": [1, 1, 1]},
+            status="supported",
+            expect="c > 0",
+            deterministic={"c": "fixed"},
+        )
+    with pytest.raises(ValueError, match="not a metric"):
+        V.verdict(
+            "N1",
+            "c",
+            {"c": [1, 2, 3]},
+            status="supported",
+            expect="c > 0",
+            deterministic={"d": "x"},
+        )
+    with pytest.raises(ValueError, match="reason"):
+        V.verdict(
+            "N1", "c", {"c": [1]}, status="supported", expect="c > 0", deterministic={"c": " "}
+        )
+    with pytest.raises(ValueError, match=">= 3 seeds"):
+        V.verdict("N1", "c", {"c": [1]}, status="supported", expect="c > 0")
+
+
+def test_discuss_renders_markdown():
+    md = V.discuss(f"Momentum needed {12.0:.0f} steps.")
+    assert md.data == "Momentum needed 12 steps."
+    with pytest.raises(TypeError):
+        V.discuss(3)

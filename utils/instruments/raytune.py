@@ -21,7 +21,9 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from ..core import paths
+
+ROOT = paths.ROOT
 # Ray puts Unix sockets at <temp>/session_<date>_<time>_<pid>/sockets/plasma_store (~65 chars
 # after <temp>); AF_UNIX paths are limited to 107 bytes on Linux (103 on macOS).
 MAX_TEMP_DIR_LEN = 36

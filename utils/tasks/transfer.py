@@ -32,8 +32,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from . import data
-from .models import ResNet
+from ..core import data, paths
+from ..core.models import ResNet
 
 SOURCE_CLASSES = (0, 1, 2, 3, 4)
 TARGET_CLASSES = (5, 6, 7, 8, 9)
@@ -45,8 +45,7 @@ CACHE_FORMAT = 1
 
 def cache_dir() -> Path:
     """Cache folder: env ``LAB_CACHE_DIR`` or ``<repo>/build/cache`` (as ``verdict.record_dir``)."""
-    env = os.environ.get("LAB_CACHE_DIR")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "build" / "cache"
+    return paths.cache_dir()
 
 
 def _check_seed(seed) -> int:
@@ -228,7 +227,7 @@ def pretrain(config: SourceConfig, seed: int, device: str | torch.device = "cpu"
     Returns:
         (model in eval mode on ``device``, info dict with ``source_test_acc`` in [0, 1]).
     """
-    from .transfer import accuracy, train_steps  # transfer imports this module
+    from ..instruments.finetune import accuracy, train_steps  # finetune imports this module
 
     x, y, xt, yt = (t.to(device) for t in source_data())
     model = init_model(config, seed).to(device)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import nn
 
-from . import augment
+from ..instruments import augment
 
 Transform = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, ...]]
 

@@ -1,6 +1,6 @@
 """Execute one notebook in a fresh kernel; print JSON ``{"wall_s", "peak_rss_mib", "ok"}``.
 
-Usage: ``python -m utils.bench.run_notebook notebooks/00_pytorch_primer.ipynb``.
+Usage: ``python -m utils.tooling.bench.run_notebook notebooks/00_pytorch_primer.ipynb``.
 """
 
 import json

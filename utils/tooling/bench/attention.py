@@ -10,12 +10,12 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from utils import attention as A
+from utils.core import paths
+from utils.scratch import attention as A
 
 LENGTHS = (128, 512, 1024, 2048)
 HEADS, HEAD_DIM, REPEATS = 4, 32, 5
@@ -64,7 +64,7 @@ def run() -> str:
         capture_output=True,
         text=True,
         check=True,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=paths.ROOT,
     )
     load = tuple(float(v) for v in out.stdout.split()[-2:])
     return "\n".join(

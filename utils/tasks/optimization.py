@@ -283,7 +283,7 @@ def train_until(
     Returns:
         float array [M]: the step at which each model reached the target (inf if never).
     """
-    from . import sweep
+    from ..instruments import stacked as sweep
 
     lr = trainer.lr.clone()
     m = trainer.n_models

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .models import NormSpec, _check_norm, norm_layer
+from ..core.models import NormSpec, _check_norm, norm_layer
 
 __all__ = ["DeepMLP", "layer_grad_norms"]
 

@@ -32,7 +32,7 @@ def digits_task(seed: int, val_fraction: float = 0.3) -> dict[str, np.ndarray]:
     """
     from sklearn.model_selection import train_test_split
 
-    from . import data
+    from ..core import data
 
     d = data.digits(scale="unit")
     xtr, ytr = d.x_train.numpy(), d.y_train.numpy()

@@ -7,7 +7,7 @@ import time
 import torch
 from torch import nn
 
-from utils import norm
+from utils.scratch import norm
 
 SIZES = ((32, 16, 28, 28), (128, 32, 14, 14), (64, 64, 8, 8), (256, 8, 28, 28))
 

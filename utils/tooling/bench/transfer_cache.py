@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from utils import transfer_tasks
+from utils.tasks import transfer as transfer_tasks
 
 
 def run() -> str:

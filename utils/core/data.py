@@ -299,3 +299,41 @@ def per_class_subset(
     idx = torch.cat(picks)
     idx = idx[torch.randperm(len(idx), generator=g)]
     return x[idx], y[idx]
+
+
+def corrupt_labels(
+    y: torch.Tensor, fraction: float, num_classes: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Symmetric label noise: exactly ``round(fraction * N)`` labels moved to another class.
+
+    The corrupted examples are a uniformly drawn subset; each moves to one of the other
+    ``num_classes - 1`` classes uniformly (so a flipped label is never its old value).
+
+    Args:
+        y: int64 labels [N] in ``[0, num_classes)``. fraction: in [0, 1].
+        num_classes: K >= 2. generator: a seeded ``torch.Generator`` (which labels, and to what).
+
+    Returns:
+        int64 tensor [N] (a new tensor; ``y`` is not modified).
+
+    Raises:
+        TypeError: ``y`` not an integer tensor or ``generator`` not a torch.Generator.
+        ValueError: ``fraction`` outside [0, 1] or ``num_classes < 2``.
+
+    Source: the symmetric noise model of e.g. Zhang et al. 2017 ("Understanding deep learning
+    requires rethinking generalization", arXiv:1611.03530).
+    """
+    if not isinstance(y, torch.Tensor) or y.is_floating_point():
+        raise TypeError("y must be an integer tensor of class labels")
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+    n = y.shape[0]
+    idx = torch.randperm(n, generator=generator)[: round(fraction * n)]
+    shift = torch.randint(1, num_classes, (idx.numel(),), generator=generator)
+    out = y.clone()
+    out[idx] = (y[idx] + shift) % num_classes
+    return out

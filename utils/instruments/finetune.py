@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .train import evaluate
-from .transfer_tasks import SourceConfig, TargetTask, init_model
+from ..core.train import evaluate
+from ..tasks.transfer import SourceConfig, TargetTask, init_model
 
 ARMS = ("scratch", "finetune", "probe")
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -510,7 +510,7 @@ def transfer_grid(
     """
     import numpy as np
 
-    from .transfer_tasks import target_task
+    from ..tasks.transfer import target_task
 
     if len(sources) != len(seeds) or not seeds:
         raise ValueError(f"need one source model per seed, got {len(sources)} and {len(seeds)}")

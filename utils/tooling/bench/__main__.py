@@ -15,9 +15,10 @@ from pathlib import Path
 
 import torch
 
-import utils.bench as pkg
+import utils.tooling.bench as pkg
+from utils.core import paths
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = paths.ROOT
 BUDGET_S, CEILING_S = 60.0, 90.0
 _NOT_BENCHES = {"run_notebook", "__main__"}
 
@@ -27,7 +28,7 @@ def notebook_rows(pattern: str) -> list[str]:
     env = {**os.environ, "LAB_PROGRESS": "0"}
     for nb in sorted((ROOT / "notebooks").glob(pattern)):
         out = subprocess.run(
-            [sys.executable, "-m", "utils.bench.run_notebook", str(nb)],
+            [sys.executable, "-m", "utils.tooling.bench.run_notebook", str(nb)],
             capture_output=True,
             text=True,
             env=env,
@@ -62,7 +63,7 @@ def ratio_sections(only: str | None) -> list[str]:
     for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
         if info.name in _NOT_BENCHES or (only and info.name not in only.split(",")):
             continue
-        mod = importlib.import_module(f"utils.bench.{info.name}")
+        mod = importlib.import_module(f"utils.tooling.bench.{info.name}")
         start = time.perf_counter()
         text = mod.run()
         sections.append(text.rstrip() + f"\n\n(benchmark took {time.perf_counter() - start:.0f} s)")

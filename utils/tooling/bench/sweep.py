@@ -6,7 +6,8 @@ import time
 
 import torch
 
-from utils import data, models, sweep
+from utils.core import data, models
+from utils.instruments import stacked as sweep
 
 STEPS = 40
 BATCH = 64

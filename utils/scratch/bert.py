@@ -16,7 +16,7 @@ Gurevych 2019, arXiv:1908.10084).
 
 Typical use::
 
-    from utils import bert
+    from utils.scratch import bert
     batch, out = bert.encode(["The cat sat on the mat.", "Dogs bark."])
     out.attentions[layer]            # [batch, heads, seq, seq] float32, rows sum to 1
     batch.tokens[0]                  # ['[CLS]', 'the', 'cat', ..., '[SEP]'] (no padding)
@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from utils.attention import scaled_dot_product_attention
+from .attention import scaled_dot_product_attention
 
 # sentence-transformers truncates all-MiniLM-L6-v2 inputs at 256 tokens (sentence_bert_config).
 DEFAULT_MAX_LENGTH = 256

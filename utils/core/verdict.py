@@ -19,7 +19,21 @@ Example::
             expect="min(flips_heavy_ball) > 2 * max(flips_nesterov)")
 
 The condition is evaluated with each metric bound to a float numpy array of its per-seed values
-and with ``mean``, ``std`` (sample, ddof=1), ``min``, ``max``, ``abs``, ``all``, ``any``, ``np``.
+and with ``mean``, ``std`` (sample, ddof=1), ``min``, ``max``, ``abs``, ``all``, ``any``, ``np``
+and the interval helpers below.
+
+Comparisons are asserted on 95 % confidence intervals of a mean (Student t, ``n - 1`` degrees of
+freedom), never on a threshold fitted to the seeds that happened to run:
+
+* ``lo(x)`` / ``hi(x)``: lower / upper bound of the interval of ``mean(x)``;
+* "A beats B" (paired by seed): ``lo(a - b) > 0``;
+* "no meaningful difference within delta": ``within(a - b, delta)``, i.e.
+  ``lo(a - b) > -delta and hi(a - b) < delta``; state ``delta`` in the claim.
+
+An effect whose interval straddles zero is the finding "no detectable difference at n seeds",
+not a reason to tighten a threshold. Deterministic facts (a spectrum, a count, a gradient check)
+are one value, ``n = 1``, named in ``deterministic={metric: reason}``; their interval is the
+value itself.
 """
 
 from __future__ import annotations
@@ -27,7 +41,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -35,6 +48,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from . import paths
 
 STATUSES = ("supported", "refuted", "nuanced")
 MIN_SEEDS = 3
@@ -53,12 +68,75 @@ _SESSION: dict[str, Verdict] = {}
 
 def record_dir() -> Path:
     """Folder of the JSON verdict records: env ``LAB_VERDICT_DIR`` or ``<repo>/build/verdicts``."""
-    env = os.environ.get("LAB_VERDICT_DIR")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "build" / "verdicts"
+    return paths.verdict_dir()
 
 
 def _std(values: np.ndarray) -> float:
     return float(np.std(values, ddof=1)) if values.size > 1 else 0.0
+
+
+CONFIDENCE = 0.95
+
+
+def interval(values, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Two-sided Student-t confidence interval of the mean of ``values``.
+
+    Args:
+        values: 1-D sequence or array of floats (one per seed); for a paired comparison pass
+            the per-seed differences ``a - b``.
+        confidence: coverage in (0, 1), default 0.95.
+
+    Returns:
+        ``(lo, hi)`` as floats: ``mean -+ t_{(1+c)/2, n-1} * std / sqrt(n)``. One value gives
+        ``(v, v)`` (a deterministic fact, exact); any NaN gives ``(nan, nan)``, so a comparison
+        with it is False; a non-finite mean gives ``(mean, mean)``.
+
+    Raises:
+        ValueError: empty input or ``confidence`` outside (0, 1).
+
+    Source: the t interval of any statistics text, e.g. ``scipy.stats.t.interval``; it assumes
+    roughly normal per-seed values, which is why a verdict keeps every per-seed value in view.
+    """
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    arr = np.asarray(values, dtype=float).ravel()
+    if arr.size == 0:
+        raise ValueError("values must hold at least one number")
+    if np.isnan(arr).any():
+        return math.nan, math.nan
+    mean = float(arr.mean())
+    if arr.size == 1 or not math.isfinite(mean):
+        return mean, mean
+    from scipy.stats import t as student_t
+
+    half = (
+        float(student_t.ppf((1 + confidence) / 2, arr.size - 1)) * _std(arr) / math.sqrt(arr.size)
+    )
+    return mean - half, mean + half
+
+
+def lo(values) -> float:
+    """Lower bound of the 95 % interval of the mean (see :func:`interval`)."""
+    return interval(values)[0]
+
+
+def hi(values) -> float:
+    """Upper bound of the 95 % interval of the mean (see :func:`interval`)."""
+    return interval(values)[1]
+
+
+def within(values, delta: float) -> bool:
+    """True when the whole 95 % interval of the mean lies inside ``(-delta, +delta)``.
+
+    Use it on paired differences for "no meaningful difference": ``within(a - b, 0.01)``.
+
+    Raises:
+        ValueError: ``delta`` not a positive finite number.
+    """
+    if not (isinstance(delta, (int, float, np.floating)) and math.isfinite(delta) and delta > 0):
+        raise ValueError(f"delta must be a positive finite number, got {delta!r}")
+    low, high = interval(values)
+    return bool(low > -delta and high < delta)
 
 
 def _fmt(x: float) -> str:
@@ -83,14 +161,27 @@ class Verdict:
     headline: str
     lab_seed: int | None = None
     notebook: str = field(default="")
+    deterministic: dict[str, str] = field(default_factory=dict)
 
-    def rows(self) -> list[tuple[str, str, int, str]]:
-        """(metric, 'mean ± std', n, per-seed values) per metric."""
+    def rows(self) -> list[tuple[str, str, str, int, str]]:
+        """(metric, 'mean ± std', '95 % interval', n, per-seed values) per metric."""
         out = []
         for name, vals in self.evidence.items():
             arr = np.asarray(vals, dtype=float)
             per_seed = ", ".join(_fmt(v) for v in arr)
-            out.append((name, f"{_fmt(float(arr.mean()))} ± {_fmt(_std(arr))}", arr.size, per_seed))
+            if name in self.deterministic:
+                out.append((name, _fmt(float(arr[0])), f"exact: {self.deterministic[name]}", 1, ""))
+                continue
+            low, high = interval(arr)
+            out.append(
+                (
+                    name,
+                    f"{_fmt(float(arr.mean()))} ± {_fmt(_std(arr))}",
+                    f"[{_fmt(low)}, {_fmt(high)}]",
+                    arr.size,
+                    per_seed,
+                )
+            )
         return out
 
     def line(self) -> str:
@@ -101,8 +192,9 @@ class Verdict:
         rows = self.rows()
         w = max(len("metric"), *(len(r[0]) for r in rows))
         v = max(len("mean ± std"), *(len(r[1]) for r in rows))
-        lines = [f"{'metric':<{w}}  {'mean ± std':<{v}}  n  per seed"]
-        lines += [f"{r[0]:<{w}}  {r[1]:<{v}}  {r[2]}  {r[3]}" for r in rows]
+        c = max(len("95% interval"), *(len(r[2]) for r in rows))
+        lines = [f"{'metric':<{w}}  {'mean ± std':<{v}}  {'95% interval':<{c}}  n  per seed"]
+        lines += [f"{r[0]:<{w}}  {r[1]:<{v}}  {r[2]:<{c}}  {r[3]}  {r[4]}" for r in rows]
         lines += [f"asserted: {self.expect}", self.line()]
         return "\n".join(lines)
 
@@ -112,11 +204,12 @@ class Verdict:
         colour = {"supported": "#1a7f37", "refuted": "#cf222e", "nuanced": "#9a6700"}[self.status]
         body = "".join(
             f"<tr><td><code>{html.escape(r[0])}</code></td><td>{html.escape(r[1])}</td>"
-            f"<td>{r[2]}</td><td>{html.escape(r[3])}</td></tr>"
+            f"<td>{html.escape(r[2])}</td><td>{r[3]}</td><td>{html.escape(r[4])}</td></tr>"
             for r in self.rows()
         )
         return (
-            f"<table><thead><tr><th>metric</th><th>mean ± std</th><th>n</th><th>per seed</th>"
+            "<table><thead><tr><th>metric</th><th>mean ± std</th><th>95% interval</th>"
+            "<th>n</th><th>per seed</th>"
             f"</tr></thead><tbody>{body}</tbody></table>"
             f"<p>asserted: <code>{html.escape(self.expect)}</code><br>"
             f"<b>{html.escape(self.qid)} · <span style='color:{colour}'>"
@@ -138,8 +231,14 @@ class Verdict:
                 name: {
                     "mean": float(np.mean(vals)),
                     "std": _std(np.asarray(vals, dtype=float)),
+                    "ci95": list(interval(vals)),
                     "n": len(vals),
                     "values": [float(v) for v in vals],
+                    **(
+                        {"deterministic": self.deterministic[name]}
+                        if name in self.deterministic
+                        else {}
+                    ),
                 }
                 for name, vals in self.evidence.items()
             },
@@ -172,6 +271,7 @@ def verdict(
     expect: str,
     headline: str | None = None,
     min_seeds: int = MIN_SEEDS,
+    deterministic: Mapping[str, str] | None = None,
 ) -> Verdict:
     """Check a claim against per-seed evidence, record it and return the displayable verdict.
 
@@ -186,6 +286,9 @@ def verdict(
             ``all``/``any``/``np`` are available.
         headline: the headline number for the index; default: first metric's mean ± std.
         min_seeds: minimum number of values per metric (default 3).
+        deterministic: metric name -> the reason it does not vary with the seed (e.g. "a
+            spectrum of fixed data"). Such a metric holds exactly one value (n = 1) instead of
+            ``min_seeds``; its interval is the value itself.
 
     Returns:
         Verdict: displays as the evidence table plus the one-line verdict.
@@ -193,7 +296,8 @@ def verdict(
     Raises:
         TypeError: for arguments of the wrong type.
         ValueError: for an unknown status, a malformed ID, an empty or non-identifier metric
-            name, fewer than ``min_seeds`` values, or an ``expect`` that names an unknown metric.
+            name, fewer than ``min_seeds`` values, a deterministic metric that is unknown, has
+            no reason or has more than one value, or an ``expect`` that names an unknown metric.
         AssertionError: when ``expect`` is false on the evidence (message holds the table).
     """
     if not isinstance(qid, str) or not _QID.match(qid):
@@ -211,12 +315,25 @@ def verdict(
     if not isinstance(min_seeds, int) or min_seeds < 1:
         raise ValueError(f"min_seeds must be an int >= 1, got {min_seeds!r}")
 
+    deterministic = dict(deterministic or {})
+    for name, reason in deterministic.items():
+        if name not in evidence:
+            raise ValueError(f"deterministic names {name!r}, which is not a metric of evidence")
+        if not isinstance(reason, str) or not reason.strip():
+            raise ValueError(f"deterministic[{name!r}] must be a non-empty reason string")
+
     clean: dict[str, list[float]] = {}
     for name, values in evidence.items():
         if not isinstance(name, str) or not name.isidentifier():
             raise ValueError(f"metric names must be Python identifiers, got {name!r}")
         vals = _as_values(name, values)
-        if len(vals) < min_seeds:
+        if name in deterministic:
+            if len(vals) != 1:
+                raise ValueError(
+                    f"evidence[{name!r}] is deterministic ({deterministic[name]}): give its one "
+                    f"value, not {len(vals)} copies"
+                )
+        elif len(vals) < min_seeds:
             raise ValueError(
                 f"evidence[{name!r}] has {len(vals)} value(s); a verdict needs >= {min_seeds} seeds"
             )
@@ -237,6 +354,7 @@ def verdict(
         headline=headline,
         lab_seed=repro.base_seed(),
         notebook=NOTEBOOK_OF_PREFIX[qid[0]],
+        deterministic={k: v.strip() for k, v in deterministic.items()},
     )
 
     namespace = {k: np.asarray(x, dtype=float) for k, x in clean.items()}
@@ -249,6 +367,9 @@ def verdict(
         "all": np.all,
         "any": np.any,
         "np": np,
+        "lo": lo,
+        "hi": hi,
+        "within": within,
     }
     try:
         ok = eval(v.expect, {"__builtins__": {}}, {**helpers, **namespace})  # noqa: S307
@@ -290,3 +411,24 @@ def summary(prefix: str | None = None) -> Summary:
     """All verdicts recorded in this session (optionally only IDs starting with ``prefix``)."""
     items = [v for q, v in _SESSION.items() if prefix is None or q.startswith(prefix)]
     return Summary(sorted(items, key=lambda v: (v.qid[0], int(v.qid[1:]))))
+
+
+def discuss(text: str):
+    """Show ``text`` as rendered Markdown: a discussion whose numbers come from this run.
+
+    Write the sentence as an f-string over the measured values, e.g.
+    ``verdict.discuss(f"Momentum needed {steps:.0f} steps.")``, so no typed number can drift
+    from what the run computed (``tests/test_prose.py`` rejects measured digits typed into
+    Markdown cells).
+
+    Returns:
+        the ``IPython.display.Markdown`` object (displayed when it ends a cell).
+
+    Raises:
+        TypeError: ``text`` not a string.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    from IPython.display import Markdown
+
+    return Markdown(text)

@@ -16,7 +16,7 @@ _SCRIPT = r"""
 import json, time
 t0, c0 = time.perf_counter(), time.process_time()
 from ray import tune
-from utils import tune as labtune
+from utils.instruments import raytune as labtune
 out = {}
 with labtune.session() as info:
     out["startup_wall"] = time.perf_counter() - t0

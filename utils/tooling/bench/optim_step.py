@@ -18,7 +18,8 @@ from math import nan
 import adamp
 import torch
 
-from utils import models, optim
+from utils.core import models
+from utils.scratch import optim
 
 WARMUP, REPEATS = 5, 60
 TARGET = 1.5

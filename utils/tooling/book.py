@@ -17,10 +17,11 @@ import nbformat
 from nbclient import NotebookClient
 from nbconvert import HTMLExporter
 
+from ..core import paths
+from ..core.verdict import record_dir
 from . import answer_index
-from .verdict import record_dir
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = paths.ROOT
 
 
 def build(out: Path, pattern: str = "*.ipynb") -> list[tuple[str, float, str]]:

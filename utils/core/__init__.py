@@ -1,0 +1,2 @@
+"""Core layer: paths, reproducibility, data, models, the one training loop, metrics, plots and
+verdicts. Imports nothing else from ``utils``."""

@@ -1,0 +1,1 @@
+"""Tooling on top of everything: ``make bench``, ``make book`` and the answer index."""
