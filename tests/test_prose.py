@@ -45,6 +45,7 @@ _ALLOWED = [
         r"(?:\s*(?:and|,|-|–|to)\s*\d+(?:\.\d+)*)*",
         re.I,
     ),
+    re.compile(r"^#+ \d{2} ·", re.M),  # the notebook's number in its title
     re.compile(r"\b[MORTAN]\d{1,2}\b"),  # question IDs
     re.compile(r"\b\d{2}_[a-z_]+"),  # notebook file stems
 ]
@@ -66,7 +67,8 @@ def test_the_rule_catches_typed_measurements_and_allows_citations():
     ok = (
         "Kingma & Ba (2015, arXiv:1412.6980), Table 2 and Section 3.1; O3 in notebook 03; "
         "ResNet-18 on MNIST-1D with L2; `lr = 0.02`, `300` per class; $\\beta_2 = 0.999$; "
-        "Definition 2.1 of Santurkar et al. (2018); all-MiniLM-L6-v2 in float64."
+        "Definition 2.1 of Santurkar et al. (2018); all-MiniLM-L6-v2 in float64.\n"
+        "# 03 · Transfer learning"
     )
     assert bare_numbers(ok) == []
 
