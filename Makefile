@@ -12,7 +12,7 @@ LAB_ARGS ?=
 AS_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lab test test-unit test-nb verify bench book index lint clean
+.PHONY: help setup lab test test-unit test-nb verify bench book index guides slides lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -53,6 +53,12 @@ book: setup ## execute notebooks into build/html with an index of verdicts; refr
 
 index: setup ## refresh README's answer index from the verdicts of the last run (build/verdicts)
 	$(PY) -m utils.tooling.answer_index --readme README.md
+
+guides: setup ## facilitator guides from docs/facilitator/src + build/timings (bench) + build/verify
+	$(PY) -m utils.tooling.guides
+
+slides: setup ## (re)apply the RISE slide metadata rule to every notebook
+	$(PY) -m utils.tooling.slides
 
 lint: setup ## ruff on utils, tests and notebooks
 	$(VENV)/bin/ruff check utils tests notebooks
