@@ -12,7 +12,7 @@ LAB_ARGS ?=
 AS_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lab test test-unit test-nb verify bench book index guides slides lint clean
+.PHONY: help setup lab test test-unit test-nb verify bench book index guides slides lint reset clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -23,7 +23,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e .
 	@touch $(STAMP)
 
-setup: $(STAMP) ## create .venv if missing and install (idempotent)
+# nbstripout as a git filter: a notebook run and saved in JupyterLab is staged without outputs,
+# so a learner's working copy never breaks `make test` (.gitattributes names the filter).
+GITFILTER := $(shell git rev-parse --git-dir 2>/dev/null)/.nbstripout
+$(GITFILTER): $(STAMP)
+	@if git rev-parse --git-dir >/dev/null 2>&1; then \
+	  git config filter.nbstripout.clean '"$(abspath $(PY))" -m nbstripout --keep-id' && \
+	  git config filter.nbstripout.smudge cat && touch $@; fi
+
+setup: $(STAMP) $(if $(shell git rev-parse --git-dir 2>/dev/null),$(GITFILTER)) ## create .venv if missing and install (idempotent)
 
 lab: setup ## open JupyterLab on notebooks/ (PORT=8888)
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --port=$(PORT) --ServerApp.ip=127.0.0.1 $(AS_ROOT) $(LAB_ARGS)
@@ -63,6 +71,10 @@ slides: setup ## (re)apply the RISE slide metadata rule to every notebook
 lint: setup ## ruff on utils, tests and notebooks
 	$(VENV)/bin/ruff check utils tests notebooks
 	$(VENV)/bin/ruff format --check utils tests
+
+reset: ## restore a notebook to its shipped state: NB=notebooks/00_pytorch_primer.ipynb
+	@test -n "$(NB)" || { echo "usage: make reset NB=notebooks/<name>.ipynb"; exit 2; }
+	git checkout -- $(NB)
 
 clean: ## remove build outputs and caches (keeps .venv)
 	rm -rf build .pytest_cache .ruff_cache

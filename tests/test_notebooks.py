@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
+from committed import read as committed
 
 from utils.core.verdict import NOTEBOOK_OF_PREFIX, STATUSES
 from utils.tooling.answer_index import notebook_verdicts
@@ -23,13 +24,17 @@ def test_notebooks_are_known_and_in_course_order():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_committed_without_outputs(path):
-    nb = json.loads(path.read_text(encoding="utf-8"))
+    # what git holds (the index), not the learner's saved working copy: see tests/committed.py
+    nb = json.loads(committed(path))
     dirty = [
         i
         for i, c in enumerate(nb["cells"])
         if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count") is not None)
     ]
-    assert not dirty, f"{path.name}: cells {dirty} carry outputs; clear them before committing"
+    assert not dirty, (
+        f"{path.name}: cells {dirty} are staged with outputs; run `make setup` (it installs the "
+        "nbstripout git filter) and stage the notebook again"
+    )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

@@ -46,3 +46,28 @@ def test_show_refuses_unlabelled_figures_and_accepts_labelled():
     cb.set_label("weight")
     assert plot.missing_labels(fig) == []
     plt.close(fig)
+
+
+def test_band_of_positive_data_stays_positive_on_a_log_axis():
+    fig, ax = plt.subplots()
+    ys = np.array([[1.0, 1e-3, 1e-6], [10.0, 1e-1, 1e-2]])  # mean - std < 0 at every point
+    plot.band(ax, [0, 1, 2], ys, label="loss")
+    low = ax.collections[0].get_paths()[0].vertices[:, 1]
+    assert (low > 0).all()
+    # the line is the geometric mean
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), np.exp(np.log(ys).mean(0)))
+    plt.close(fig)
+
+
+def test_heatmap_contrast_colorbar_and_range():
+    fig, ax = plt.subplots()
+    vals = np.array([[0.1, 0.5], [0.9, np.nan]])
+    cbar = plot.heatmap(ax, vals, xticklabels=["a", "b"], yticklabels=["r1", "r2"], label="acc")
+    texts = {t.get_text(): t.get_color() for t in ax.texts}
+    assert set(texts) == {"0.10", "0.50", "0.90"}  # the NaN cell stays blank
+    assert texts["0.10"] == "white" and texts["0.90"] == "black"  # viridis: dark low, bright high
+    assert cbar.ax.get_ylabel() == "acc"
+    assert cbar.mappable.norm.vmin == 0.1 and cbar.mappable.norm.vmax == 0.9  # nothing clipped
+    with pytest.raises(ValueError, match="tick labels"):
+        plot.heatmap(ax, vals, xticklabels=["a"], yticklabels=["r1", "r2"], label="acc")
+    plt.close(fig)

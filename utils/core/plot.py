@@ -1,7 +1,9 @@
-"""One figure style for every notebook, mean ± std bands, and a labelled-figure check.
+"""One figure style for every notebook, mean ± std bands, heatmaps, and a labelled-figure check.
 
 ``show(fig)`` refuses a figure whose axes lack an x or y label, or that draws several labelled
 series without a legend: every figure in the curriculum is labelled (axes, units, legend).
+Figures render at twice the pixel density (``retina``), so they stay sharp on high-resolution
+screens and in the book.
 """
 
 from __future__ import annotations
@@ -26,8 +28,18 @@ STYLE = {
 
 
 def style() -> None:
-    """Apply the curriculum's matplotlib style (call once in a notebook's setup cell)."""
+    """Apply the curriculum's matplotlib style (call once in a notebook's setup cell).
+
+    Inside IPython it also switches inline figures to ``retina`` PNGs (2x pixel density).
+    """
     mpl.rcParams.update(STYLE)
+    try:
+        from IPython import get_ipython
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+    except ImportError:  # plain Python: nothing to configure
+        return
+    if get_ipython() is not None:
+        set_matplotlib_formats("retina")
 
 
 def band(
@@ -35,20 +47,98 @@ def band(
 ) -> None:
     """Plot the mean over seeds as a line and mean ± std as a shaded band.
 
+    For data that are all positive (losses, norms, ratios: quantities usually drawn on a log
+    axis) the band is computed in log space, as the geometric mean times/divided by the
+    geometric std, so it never reaches down to zero (which a log axis would draw as a block to
+    the bottom of the plot). Otherwise it is the arithmetic mean ± std.
+
     Args:
         ax: target axes. x: shared x values, length T.
         ys: per-seed curves, array-like [n_seeds, T] (NaN allowed: ignored in mean/std).
         label: legend label of the line.
+
+    Raises:
+        ValueError: ``ys`` not 2-D or not matching ``x``.
     """
     arr = np.asarray(ys, dtype=float)
     if arr.ndim != 2:
         raise ValueError(f"ys must be 2-D [n_seeds, T], got shape {arr.shape}")
     if arr.shape[1] != len(x):
         raise ValueError(f"ys has {arr.shape[1]} points per seed but x has {len(x)}")
-    mean = np.nanmean(arr, axis=0)
-    std = np.nanstd(arr, axis=0, ddof=1) if arr.shape[0] > 1 else np.zeros_like(mean)
-    (line,) = ax.plot(x, mean, label=label, color=color, **line_kw)
-    ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=alpha, linewidth=0)
+    finite = arr[np.isfinite(arr)]
+    positive = finite.size > 0 and bool((finite > 0).all())
+    data = np.log(arr) if positive else arr
+    mean = np.nanmean(data, axis=0)
+    std = np.nanstd(data, axis=0, ddof=1) if arr.shape[0] > 1 else np.zeros_like(mean)
+    low, mid, high = mean - std, mean, mean + std
+    if positive:
+        low, mid, high = np.exp(low), np.exp(mid), np.exp(high)
+    (line,) = ax.plot(x, mid, label=label, color=color, **line_kw)
+    ax.fill_between(x, low, high, color=line.get_color(), alpha=alpha, linewidth=0)
+
+
+def heatmap(
+    ax: plt.Axes,
+    values,
+    *,
+    xticklabels: Sequence,
+    yticklabels: Sequence,
+    label: str,
+    fmt: str = "{:.2f}",
+    cmap: str = "viridis",
+    vmin: float | None = None,
+    vmax: float | None = None,
+):
+    """A heatmap with readable per-cell numbers and a labelled colorbar over the whole range.
+
+    Each annotation is black or white, whichever contrasts more with its cell's colour
+    (relative luminance, WCAG 2.1), so the numbers stay readable in dark and light cells.
+
+    Args:
+        ax: target axes. values: array-like [rows, cols] (NaN cells are left blank).
+        xticklabels, yticklabels: one label per column / row.
+        label: the colorbar's label (the quantity and its unit).
+        fmt: format of the per-cell numbers. cmap: a matplotlib colormap name.
+        vmin, vmax: colour range; default the data's finite min and max (nothing clipped).
+
+    Returns:
+        the colorbar.
+
+    Raises:
+        ValueError: ``values`` not 2-D, or tick labels that do not match its shape.
+    """
+    arr = np.asarray(values, dtype=float)
+    if arr.ndim != 2:
+        raise ValueError(f"values must be 2-D [rows, cols], got shape {arr.shape}")
+    if len(xticklabels) != arr.shape[1] or len(yticklabels) != arr.shape[0]:
+        raise ValueError(
+            f"need {arr.shape[1]} x tick labels and {arr.shape[0]} y tick labels, got "
+            f"{len(xticklabels)} and {len(yticklabels)}"
+        )
+    finite = arr[np.isfinite(arr)]
+    lo = float(finite.min()) if vmin is None and finite.size else vmin
+    hi = float(finite.max()) if vmax is None and finite.size else vmax
+    im = ax.imshow(arr, cmap=cmap, vmin=lo, vmax=hi, aspect="auto")
+    ax.set_xticks(range(arr.shape[1]), [str(v) for v in xticklabels])
+    ax.set_yticks(range(arr.shape[0]), [str(v) for v in yticklabels])
+    ax.grid(False)
+    for (r, c), v in np.ndenumerate(arr):
+        if not np.isfinite(v):
+            continue
+        red, green, blue, _ = im.cmap(im.norm(v))
+        lum = 0.2126 * red + 0.7152 * green + 0.0722 * blue  # luminance of the cell's colour
+        ax.text(
+            c,
+            r,
+            fmt.format(v),
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="black" if lum > 0.5 else "white",
+        )
+    cbar = ax.figure.colorbar(im, ax=ax)
+    cbar.set_label(label)
+    return cbar
 
 
 def missing_labels(fig: plt.Figure) -> list[str]:
