@@ -56,11 +56,12 @@ verify: setup ## every notebook at LAB_SEED 0-4 (1 thread), then seed 0 with 2 t
 bench: setup ## time every notebook and the ratio benchmarks into build/bench.md
 	$(PY) -m utils.tooling.bench --out build/bench.md
 
-book: setup ## execute notebooks into build/html with an index of verdicts; refresh README's answer index
+book: setup ## execute notebooks into build/html with an index of verdicts (edits no tracked file)
 	$(PY) -m utils.tooling.book --out build/html
 
-index: setup ## refresh README's answer index from the verdicts of the last run (build/verdicts)
+index: setup ## refresh README's answer index and docs/questions.md from the last run's verdicts
 	$(PY) -m utils.tooling.answer_index --readme README.md
+	$(PY) -m utils.tooling.catalogue
 
 guides: setup ## facilitator guides from docs/facilitator/src + build/timings (bench) + build/verify
 	$(PY) -m utils.tooling.guides
