@@ -1,4 +1,4 @@
-"""utils.bert: the from-scratch BERT encoder equals transformers' BertModel and the
+"""utils.scratch.bert: the from-scratch BERT encoder equals transformers' BertModel and the
 sentence-transformers all-MiniLM-L6-v2 model loaded from the same offline files."""
 
 import os
@@ -129,50 +129,6 @@ def test_every_weight_in_the_file_is_used_exactly_once():
     assert bert.load_minilm() is bert.load_minilm("cpu") is model  # cached
 
 
-def _loop_scores(attentions, ids, mask):
-    """Reference: the pattern scores by explicit loops over heads, sentences and queries."""
-    n_layers, n_heads = len(attentions), attentions[0].shape[1]
-    out = {p: torch.zeros(n_layers, n_heads) for p in bert.PATTERNS}
-    for layer in range(n_layers):
-        for h in range(n_heads):
-            acc = {p: [] for p in bert.PATTERNS}
-            for b in range(ids.shape[0]):
-                n = int(mask[b].sum())
-                a = attentions[layer][b, h]
-                for i in range(n):
-                    if i > 0:
-                        acc["previous"].append(a[i, i - 1])
-                    if i < n - 1:
-                        acc["next"].append(a[i, i + 1])
-                    acc["self"].append(a[i, i])
-                    acc["cls"].append(a[i, :n][ids[b, :n] == 101].sum())
-                    acc["sep"].append(a[i, :n][ids[b, :n] == 102].sum())
-            for p in bert.PATTERNS:
-                out[p][layer, h] = torch.stack(acc[p]).mean()
-    return out
-
-
-def test_head_pattern_scores_match_a_loop_and_find_a_constructed_head():
-    batch, out = bert.encode(SENTENCE_SETS["padded"])
-    atts = [a[:, :3] for a in out.attentions[:2]]  # keep the loop short
-    scores = bert.head_pattern_scores(atts, batch.input_ids, batch.attention_mask)
-    ref = _loop_scores(atts, batch.input_ids, batch.attention_mask)
-    for p in bert.PATTERNS:
-        assert scores[p].shape == (2, 3)
-        torch.testing.assert_close(scores[p], ref[p], atol=1e-6, rtol=1e-6)
-    # a constructed head that always attends to the previous token scores 1 there
-    b, s = batch.input_ids.shape
-    prev = torch.zeros(b, 1, s, s)
-    prev[:, 0, 0, 0] = 1.0
-    prev[:, 0, torch.arange(1, s), torch.arange(s - 1)] = 1.0
-    sc = bert.head_pattern_scores([prev], batch.input_ids, batch.attention_mask)
-    assert sc["previous"].item() == pytest.approx(1.0) and sc["next"].item() == 0.0
-    assert bert.top_heads(torch.tensor([[0.1, 0.9], [0.5, 0.2]]), k=2) == [
-        (0, 1, pytest.approx(0.9)),
-        (1, 0, pytest.approx(0.5)),
-    ]
-
-
 def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="sentences"):
         bert.tokenize([])
@@ -202,12 +158,6 @@ def test_bad_inputs_raise():
         model(ids, token_type_ids=torch.tensor([[0, 2, 0]]))
     with pytest.raises(ValueError, match="divisible"):
         bert.BertConfig(hidden_size=100, num_heads=12)
-    with pytest.raises(ValueError, match="expected"):
-        bert.head_pattern_scores([torch.zeros(1, 2, 3, 4)], ids, torch.ones_like(ids))
-    with pytest.raises(TypeError, match="attentions"):
-        bert.head_pattern_scores(torch.zeros(1, 2, 3, 3), ids, torch.ones_like(ids))
-    with pytest.raises(ValueError, match="k must be"):
-        bert.top_heads(torch.zeros(2, 3), k=7)
     with pytest.raises(ValueError, match="attention_mask"):
         bert.mean_pool(torch.zeros(2, 3, 4), torch.ones(2, 4))
     with pytest.raises(ValueError, match="name"):

@@ -20,10 +20,11 @@ Typical use::
     batch, out = bert.encode(["The cat sat on the mat.", "Dogs bark."])
     out.attentions[layer]            # [batch, heads, seq, seq] float32, rows sum to 1
     batch.tokens[0]                  # ['[CLS]', 'the', 'cat', ..., '[SEP]'] (no padding)
-    scores = bert.head_pattern_scores(out.attentions, batch.input_ids, batch.attention_mask)
-    bert.top_heads(scores["previous"], k=3)   # [(layer, head, score), ...]
+    out.attentions[layer][0].diagonal(-1, -2, -1)  # [heads, seq-1]: weight on the previous token
 
-The attention itself is ``utils.attention.scaled_dot_product_attention`` (the from-scratch
+(Notebook 04 scores the heads by these patterns in its own cells.)
+
+The attention itself is ``utils.scratch.attention.scaled_dot_product_attention`` (the from-scratch
 function the notebook builds and tests against ``F.scaled_dot_product_attention``).
 """
 
@@ -43,7 +44,6 @@ from .attention import scaled_dot_product_attention
 
 # sentence-transformers truncates all-MiniLM-L6-v2 inputs at 256 tokens (sentence_bert_config).
 DEFAULT_MAX_LENGTH = 256
-PATTERNS = ("previous", "next", "self", "cls", "sep")
 
 
 # --------------------------------------------------------------------------- configuration
@@ -594,117 +594,3 @@ def sentence_embeddings(
     if normalize:
         emb = emb / emb.norm(dim=1, keepdim=True).clamp_min(1e-12)  # as F.normalize
     return emb
-
-
-# --------------------------------------------------------------------------- head patterns
-
-
-def head_pattern_scores(
-    attentions: Sequence[Tensor],
-    input_ids: Tensor,
-    attention_mask: Tensor,
-    cls_id: int = 101,
-    sep_id: int = 102,
-) -> dict[str, Tensor]:
-    """Score every head by how much attention it puts on a fixed pattern (Clark et al. 2019).
-
-    For each layer and head, the mean over all real query tokens of the batch (token-weighted,
-    padding excluded) of the attention weight that the query puts on:
-
-    - ``"previous"``: the token just before it (queries at position >= 1);
-    - ``"next"``: the token just after it (queries that have a real next token);
-    - ``"self"``: itself;
-    - ``"cls"``: the [CLS] token(s) (``input_ids == cls_id``);
-    - ``"sep"``: the [SEP] token(s) (``input_ids == sep_id``).
-
-    Each score lies in [0, 1]; 1 means every query puts all its attention on that pattern.
-    Clark et al. (2019, arXiv:1906.04341) call a head a previous/next-token head when most of
-    its attention goes to the previous/next token, and found heads that park attention on
-    [SEP] and [CLS] as a "no-op".
-
-    Args:
-        attentions: ``num_layers`` tensors [batch, heads, seq, seq] (``BertOutput.attentions``
-            or transformers' ``output_attentions``).
-        input_ids: [batch, seq] int token ids of the same batch.
-        attention_mask: [batch, seq], 1 for real tokens, 0 for padding.
-        cls_id, sep_id: ids of [CLS] and [SEP] (101 and 102 in the BERT uncased vocabulary).
-
-    Returns:
-        dict pattern -> [num_layers, heads] float32 tensor on CPU, patterns as in ``PATTERNS``.
-
-    Raises:
-        TypeError: if ``attentions`` is not a non-empty sequence of tensors.
-        ValueError: if shapes disagree (reported with the shapes received and expected).
-    """
-    if isinstance(attentions, Tensor) or not isinstance(attentions, Sequence) or not attentions:
-        raise TypeError("attentions must be a non-empty list of [batch, heads, seq, seq] tensors")
-    if not isinstance(input_ids, Tensor) or not isinstance(attention_mask, Tensor):
-        raise TypeError("input_ids and attention_mask must be torch.Tensors")
-    if input_ids.dim() != 2 or tuple(attention_mask.shape) != tuple(input_ids.shape):
-        raise ValueError(
-            f"input_ids and attention_mask must both be [batch, seq], got "
-            f"{tuple(input_ids.shape)} and {tuple(attention_mask.shape)}"
-        )
-    b, s = input_ids.shape
-    for i, a in enumerate(attentions):
-        if not isinstance(a, Tensor):
-            raise TypeError(f"attentions[{i}] must be a tensor, got {type(a).__name__}")
-        if a.dim() != 4 or a.shape[0] != b or a.shape[2:] != (s, s):
-            raise ValueError(
-                f"attentions[{i}] has shape {tuple(a.shape)}, expected ({b}, heads, {s}, {s})"
-            )
-    att = torch.stack([a.detach().float().cpu() for a in attentions])  # [L, B, H, S, S]
-    real = attention_mask.detach().cpu().bool()
-    ids = input_ids.detach().cpu()
-    # Key-side selectors [B, S(query), S(key)] and the queries each pattern is defined for.
-    eye = torch.eye(s, dtype=torch.bool)
-    prev = torch.diag(torch.ones(s - 1, dtype=torch.bool), -1).expand(b, s, s)
-    nxt = torch.diag(torch.ones(s - 1, dtype=torch.bool), 1).expand(b, s, s)
-    has_prev = real.clone()
-    has_prev[:, 0] = False
-    has_next = torch.zeros_like(real)
-    has_next[:, :-1] = real[:, 1:]  # the next position is a real token
-    targets = {
-        "previous": (prev, has_prev),
-        "next": (nxt, has_next),
-        "self": (eye.expand(b, s, s), real),
-        "cls": ((ids == cls_id)[:, None, :].expand(b, s, s), real),
-        "sep": ((ids == sep_id)[:, None, :].expand(b, s, s), real),
-    }
-    scores = {}
-    for name, (keys, queries) in targets.items():
-        # attention each query puts on the pattern's keys: [L, B, H, S(query)]
-        on_pattern = (att * keys[None, :, None].float()).sum(-1)
-        q = queries[None, :, None].float()
-        count = q.sum(dim=(1, 3)).clamp_min(1.0)  # [1, 1] -> broadcast per head
-        scores[name] = (on_pattern * q).sum(dim=(1, 3)) / count
-    return scores
-
-
-def top_heads(scores: Tensor, k: int = 3) -> list[tuple[int, int, float]]:
-    """The ``k`` heads with the highest score.
-
-    Args:
-        scores: [num_layers, heads] (one entry of ``head_pattern_scores``).
-        k: how many heads, 1 <= k <= num_layers * heads.
-
-    Returns:
-        list of (layer, head, score), 0-based indices, best first.
-
-    Raises:
-        TypeError: if ``scores`` is not a tensor or ``k`` not an int.
-        ValueError: if ``scores`` is not 2-D or ``k`` is out of range.
-    """
-    if not isinstance(scores, Tensor):
-        raise TypeError(f"scores must be a torch.Tensor, got {type(scores).__name__}")
-    if scores.dim() != 2:
-        raise ValueError(f"scores must be [num_layers, heads], got shape {tuple(scores.shape)}")
-    if not isinstance(k, int) or isinstance(k, bool):
-        raise TypeError(f"k must be an int, got {type(k).__name__}")
-    if not 1 <= k <= scores.numel():
-        raise ValueError(f"k must be in [1, {scores.numel()}], got {k}")
-    values, flat = scores.flatten().topk(k)
-    n_heads = scores.shape[1]
-    return [
-        (int(i) // n_heads, int(i) % n_heads, float(v)) for v, i in zip(values, flat, strict=True)
-    ]

@@ -1,6 +1,6 @@
 """Benchmark: from-scratch attention vs ``torch.nn.functional.scaled_dot_product_attention``.
 
-Times ``utils.attention.scaled_dot_product_attention`` (which materialises the [n, n] weight
+Times ``utils.scratch.attention.scaled_dot_product_attention`` (which materialises the [n, n] weight
 matrix to return it) against the library kernel at a few sequence lengths, and the cost of
 loading all-MiniLM-L6-v2 (the model-loading share of notebook 04).
 """
@@ -54,7 +54,7 @@ def run() -> str:
 
     # A fresh process, so that the model is not already cached by an earlier import.
     code = (
-        "import time; from utils import bert; "
+        "import time; from utils.scratch import bert; "
         "t0, c0 = time.perf_counter(), time.process_time(); "
         "bert.encode(['The cat sat on the mat.']); "
         "print(time.perf_counter() - t0, time.process_time() - c0)"
