@@ -1,6 +1,7 @@
 # Mentoring Lab. `make lab` and `make test` are the two commands a learner needs;
 # both create .venv on first use and reinstall only when pyproject.toml changes.
-PYTHON ?= python3
+# Python 3.11 (torch==2.13.0 is pinned for it): python3.11 if present, else python3.
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null || echo python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
@@ -19,6 +20,8 @@ help: ## list the targets
 	@echo "  NB=notebooks/01_optimization.ipynb make test-nb   runs one notebook's checks"
 
 $(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null || \
+	  { echo "make setup needs Python 3.11, found '$(PYTHON)' ($$($(PYTHON) --version 2>&1)): install python3.11 (apt-get install python3.11 python3.11-venv, pyenv install 3.11, or conda) or run make PYTHON=/path/to/python3.11"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e .
 	@touch $(STAMP)
@@ -69,9 +72,10 @@ guides: setup ## facilitator guides from docs/facilitator/src + build/timings (b
 slides: setup ## (re)apply the RISE slide metadata rule to every notebook
 	$(PY) -m utils.tooling.slides
 
-lint: setup ## ruff on utils, tests and notebooks
+lint: setup ## the pre-commit checks: ruff (lint + format) and nbstripout --verify on the notebooks
 	$(VENV)/bin/ruff check utils tests notebooks
 	$(VENV)/bin/ruff format --check utils tests
+	$(VENV)/bin/nbstripout --keep-id --verify notebooks/*.ipynb
 
 reset: ## restore a notebook to its shipped state: NB=notebooks/00_pytorch_primer.ipynb
 	@test -n "$(NB)" || { echo "usage: make reset NB=notebooks/<name>.ipynb"; exit 2; }
