@@ -201,6 +201,7 @@ class Verdict:
     __repr__ = __str__
 
     def _repr_html_(self) -> str:
+        """Claim and status first, then the evidence table; the asserted condition folds away."""
         colour = {"supported": "#1a7f37", "refuted": "#cf222e", "nuanced": "#9a6700"}[self.status]
         body = "".join(
             f"<tr><td><code>{html.escape(r[0])}</code></td><td>{html.escape(r[1])}</td>"
@@ -208,13 +209,14 @@ class Verdict:
             for r in self.rows()
         )
         return (
+            f"<p><b>{html.escape(self.qid)} · <span style='color:{colour}'>"
+            f"{self.status.upper()}</span></b> · {html.escape(self.claim)}<br>"
+            f"<i>{html.escape(self.headline)}</i></p>"
             "<table><thead><tr><th>metric</th><th>mean ± std</th><th>95% interval</th>"
             "<th>n</th><th>per seed</th>"
             f"</tr></thead><tbody>{body}</tbody></table>"
-            f"<p>asserted: <code>{html.escape(self.expect)}</code><br>"
-            f"<b>{html.escape(self.qid)} · <span style='color:{colour}'>"
-            f"{self.status.upper()}</span></b> · {html.escape(self.claim)} — "
-            f"{html.escape(self.headline)}</p>"
+            "<details><summary>asserted condition (what makes this cell fail)</summary>"
+            f"<code>{html.escape(self.expect)}</code></details>"
         )
 
     def to_record(self) -> dict:
