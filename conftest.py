@@ -16,3 +16,21 @@ os.environ.setdefault("LAB_PROGRESS", "0")
 # every utils.core.check call in a notebook also grades notebooks/solutions/: the reference
 # solution must pass and the recorded wrong answer must fail (see utils/core/check.py)
 os.environ.setdefault("LAB_CHECK_SOLUTIONS", "1")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """After nbval runs a notebook cell, fail it if its output shows a raw dict or float noise
+    (utils/tooling/outputs.py): a learner should read tables and rounded numbers."""
+    result = yield
+    outs = getattr(item, "test_outputs", None)
+    if outs:
+        from utils.tooling.outputs import noise, output_texts
+
+        problems = [p for text in output_texts(outs) for p in noise(text)]
+        if problems:
+            raise AssertionError("noisy cell output: " + "; ".join(problems[:5]))
+    return result
