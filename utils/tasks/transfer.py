@@ -11,11 +11,16 @@
   (arXiv:1411.1792) measure how transferability falls with task distance.
 * **Target-set size**: ``k`` labelled examples per class (:func:`utils.data.per_class_subset`),
   plus a validation set (80 per class, for choosing learning rates) and the fixed MNIST test images.
-* **Source pretraining** (:func:`load_or_pretrain`): one model per seed, cached under
-  ``<repo>/build/cache/`` with ``torch.save`` and loaded with ``weights_only=True``; a missing,
-  unreadable, corrupt or stale file (other config, other data) is recomputed, never a crash.
+* **Source models** (:func:`load_sources`, :func:`load_or_pretrain`): one pretrained model per
+  seed, a loader with a cache. Pretraining goes through :func:`utils.core.train.fit` pinned to
+  one CPU thread; the file lives under ``build/cache/`` (``LAB_CACHE_DIR``), is written with
+  ``torch.save`` and read with ``weights_only=True``, and is keyed on the configuration, seed,
+  data, torch version, thread count, device type and a format version (:func:`cache_key`): a
+  missing, unreadable, corrupt or stale file is recomputed, never a crash.
 
-Everything is built from the offline data in :mod:`utils.data`; nothing touches the network.
+This module holds data and the cached source models only; the experiments (the transfer grid,
+the forgetting runs, the learning-rate choice) are written in notebook 03. Everything is built
+from the offline data in :mod:`utils.core.data`; nothing touches the network.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from ..core import data, paths
+from ..core import data, paths, repro, train
 from ..core.models import ResNet
 
 SOURCE_CLASSES = (0, 1, 2, 3, 4)
@@ -40,7 +45,8 @@ TARGET_CLASSES = (5, 6, 7, 8, 9)
 SIDE = 14  # 28x28 MNIST average-pooled 2x2
 _N_TRAIN, _N_TEST = 4000, 1000  # mnist(): 400 train / 100 test images per digit
 PERMUTATION_SEED = 20140  # fixes the far domain; not LAB_SEED on purpose (the task is fixed)
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # bump when the cache file layout or the pretraining procedure changes
+PRETRAIN_THREADS = 1  # pretraining is pinned to this many CPU threads (part of the cache key)
 
 
 def cache_dir() -> Path:
@@ -130,6 +136,10 @@ class TargetTask(NamedTuple):
     distance: float
     k: int
 
+    def to(self, device: str | torch.device) -> TargetTask:
+        """The same task with the six tensors on ``device``."""
+        return self._replace(**{f: getattr(self, f).to(device) for f in self._fields[:6]})
+
 
 def target_task(distance: float, k: int, *, seed: int, val_per_class: int = 80) -> TargetTask:
     """Digits 5-9 (labels 0-4) at domain distance ``distance`` with ``k`` training images per class.
@@ -172,8 +182,12 @@ def target_task(distance: float, k: int, *, seed: int, val_per_class: int = 80) 
 class SourceConfig:
     """How the source model is built and pretrained (part of the cache key).
 
-    widths/blocks: the :class:`utils.models.ResNet` shape (BatchNorm, residual blocks).
+    widths/blocks: the :class:`utils.core.models.ResNet` shape (BatchNorm, residual blocks).
     steps/batch_size/lr: Adam (Kingma & Ba 2014, arXiv:1412.6980) on the 2,000 source images.
+
+    Raises:
+        ValueError: a width, ``blocks``, ``steps`` or ``batch_size`` not a positive int, or
+            ``lr`` not > 0.
     """
 
     widths: tuple[int, ...] = (8, 16, 32)
@@ -197,11 +211,9 @@ class SourceConfig:
         return ResNet(1, num_classes, self.widths, self.blocks, norm="batch")
 
     def key(self) -> dict:
-        """Plain-type description stored in the cache file (with the data fingerprint)."""
+        """The configuration as plain types (part of :func:`cache_key`)."""
         d = asdict(self)
         d["widths"] = list(self.widths)
-        d["format"] = CACHE_FORMAT
-        d["data"] = _data_fingerprint()
         return d
 
 
@@ -214,48 +226,89 @@ def _data_fingerprint() -> str:
 
 
 def init_model(config: SourceConfig, seed: int, num_classes: int = len(SOURCE_CLASSES)) -> ResNet:
-    """A ResNet of ``config``'s shape initialised from ``seed`` (global RNG left untouched)."""
+    """A ResNet of ``config``'s shape initialised from ``seed`` (global RNG left untouched).
+
+    Raises:
+        TypeError/ValueError: ``seed`` not an int >= 0.
+    """
     _check_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return config.build(num_classes)
 
 
+def cache_key(config: SourceConfig, seed: int, device: str | torch.device = "cpu") -> dict:
+    """Everything the pretrained weights depend on, as plain types (stored in the cache file).
+
+    The configuration, the seed, the source data (a SHA-256 fingerprint), the torch version,
+    the number of CPU threads of the pretraining (:data:`PRETRAIN_THREADS`, pinned, so the
+    caller's thread count does not matter), the device type (CPU and CUDA kernels differ) and
+    :data:`CACHE_FORMAT` (bumped when the file layout or the pretraining procedure changes).
+    """
+    return {
+        **config.key(),
+        "seed": _check_seed(seed),
+        "data": _data_fingerprint(),
+        "torch": str(torch.__version__),  # a TorchVersion object would not load weights_only
+        "threads": PRETRAIN_THREADS,
+        "device": torch.device(device).type,
+        "format": CACHE_FORMAT,
+    }
+
+
 def pretrain(config: SourceConfig, seed: int, device: str | torch.device = "cpu"):
     """Train a source model from scratch: ``config.steps`` Adam steps on digits 0-4.
 
+    A loader's step, not a lesson: it trains through :func:`utils.core.train.fit` (shuffled
+    mini-batches of ``config.batch_size``, example order seeded by ``seed``) with the CPU
+    pinned to :data:`PRETRAIN_THREADS` thread(s) (``repro.num_threads``), so the same seed gives
+    the same weights whatever ``LAB_THREADS`` says.
+
     Returns:
-        (model in eval mode on ``device``, info dict with ``source_test_acc`` in [0, 1]).
+        (model in eval mode on ``device``, ``{"source_test_acc": float in [0, 1],
+        "cached": False}``).
+
+    Raises:
+        TypeError/ValueError: ``seed`` not an int >= 0.
     """
-    from ..instruments.finetune import accuracy, train_steps  # finetune imports this module
+    with repro.num_threads(PRETRAIN_THREADS):
+        x, y, xt, yt = (t.to(device) for t in source_data())
+        model = init_model(config, seed).to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+        train.fit(
+            model,
+            x,
+            y,
+            optimizer=opt,
+            steps=config.steps,
+            batch_size=config.batch_size,
+            seed=seed,
+            epoch_evals=False,
+            progress=False,
+        )
+        model.eval()
+        acc = train.evaluate(model, xt, yt)["acc"]
+    return model, {"source_test_acc": acc, "cached": False}
 
-    x, y, xt, yt = (t.to(device) for t in source_data())
-    model = init_model(config, seed).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    train_steps(
-        model, x, y, optimizer=opt, steps=config.steps, batch_size=config.batch_size, seed=seed
-    )
-    model.eval()
-    return model, {"source_test_acc": accuracy(model, xt, yt), "cached": False}
 
-
-def cache_path(config: SourceConfig, seed: int, directory: str | Path | None = None) -> Path:
-    """File of the cached source model for (config, seed): ``t03_source_<hash>_seed<seed>.pt``."""
-    key = json.dumps(config.key(), sort_keys=True)
+def cache_path(
+    config: SourceConfig,
+    seed: int,
+    directory: str | Path | None = None,
+    device: str | torch.device = "cpu",
+) -> Path:
+    """File of the cached source model: ``t03_source_<hash of cache_key>_seed<seed>.pt``."""
+    key = json.dumps(cache_key(config, seed, device), sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     folder = Path(directory) if directory is not None else cache_dir()
-    return folder / f"t03_source_{digest}_seed{_check_seed(seed)}.pt"
+    return folder / f"t03_source_{digest}_seed{seed}.pt"
 
 
-def _read(path: Path, config: SourceConfig, seed: int, device):
+def _read(path: Path, config: SourceConfig, key: dict, device):
     """The cached model, or None if the file is missing, unreadable, corrupt or stale."""
     try:
         blob = torch.load(path, map_location=device, weights_only=True)
-        if not (
-            isinstance(blob, dict)
-            and blob.get("config") == config.key()
-            and blob.get("seed") == seed
-        ):
+        if not (isinstance(blob, dict) and blob.get("key") == key):
             return None
         model = config.build()
         model.load_state_dict(blob["state_dict"])
@@ -276,10 +329,12 @@ def load_or_pretrain(
 ):
     """The pretrained source model for ``seed``: from the cache if valid, else trained and cached.
 
-    The file holds ``{"config", "seed", "state_dict", "source_test_acc"}`` (plain types and
-    tensors only, so ``torch.load(weights_only=True)`` reads it). It is written to a temporary
-    file and renamed, so a reader never sees half a file. Any problem reading it (missing,
-    truncated, not a torch file, other config or data, wrong keys or shapes) means retrain.
+    The file holds ``{"key": cache_key(...), "state_dict", "source_test_acc"}`` (plain types
+    and tensors only, so ``torch.load(weights_only=True)`` reads it). It is written to a
+    temporary file and renamed, so a reader never sees half a file. Any problem reading it
+    (missing, truncated, not a torch file, another key: config, seed, data, torch version,
+    threads, device or format; wrong tensor names or shapes) means: pretrain again. A
+    read-only cache folder is not an error (the model is just not saved).
 
     Args:
         config: the :class:`SourceConfig`. seed: init and data-order seed (>= 0).
@@ -294,14 +349,14 @@ def load_or_pretrain(
     """
     if not isinstance(config, SourceConfig):
         raise TypeError(f"config must be a SourceConfig, got {type(config).__name__}")
-    path = cache_path(config, seed, directory)
-    hit = _read(path, config, seed, device) if path.exists() else None
+    key = cache_key(config, seed, device)
+    path = cache_path(config, seed, directory, device)
+    hit = _read(path, config, key, device) if path.exists() else None
     if hit is not None:
         return hit
     model, info = pretrain(config, seed, device)
     blob = {
-        "config": config.key(),
-        "seed": seed,
+        "key": key,
         "source_test_acc": info["source_test_acc"],
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
@@ -317,3 +372,42 @@ def load_or_pretrain(
         if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)  # a read-only checkout still runs, it just does not cache
     return model, info
+
+
+def load_sources(
+    config: SourceConfig,
+    seeds,
+    *,
+    directory: str | Path | None = None,
+    device: str | torch.device = "cpu",
+):
+    """One source model per seed (:func:`load_or_pretrain`), with a one-line note on a cold run.
+
+    When some models are not in the cache yet, prints before pretraining them that they are
+    pretrained once (pinned to :data:`PRETRAIN_THREADS` thread) and cached for the next runs.
+
+    Returns:
+        (list of models, list of info dicts), in the order of ``seeds``.
+
+    Raises:
+        as :func:`load_or_pretrain`; ValueError for an empty ``seeds``.
+    """
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("seeds must hold at least one seed")
+    missing = [
+        s
+        for s in seeds
+        if _read(
+            cache_path(config, s, directory, device), config, cache_key(config, s, device), device
+        )
+        is None
+    ]
+    if missing:
+        folder = Path(directory) if directory is not None else cache_dir()
+        print(
+            f"Pretraining {len(missing)} source model(s) once ({PRETRAIN_THREADS} thread, a few "
+            f"seconds each); cached in {folder} so the next run loads them."
+        )
+    loaded = [load_or_pretrain(config, s, directory=directory, device=device) for s in seeds]
+    return [m for m, _ in loaded], [i for _, i in loaded]

@@ -1,0 +1,214 @@
+"""Tests of utils.tasks.transfer: domain distance, target sets, and the cached source models
+(pretraining through train.fit pinned to one thread, an exact cache round trip, recomputation
+of corrupt, truncated or stale files)."""
+
+import json
+
+import pytest
+import torch
+
+from utils.core import repro, train
+from utils.tasks import transfer as TT
+
+TINY = TT.SourceConfig(widths=(4, 8), blocks=1, steps=3, batch_size=16, lr=1e-3)
+
+
+# ----------------------------------------------------------------------------- tasks
+
+
+def test_scramble_distance():
+    x = torch.rand(3, 1, 14, 14)
+    assert torch.equal(TT.scramble(x, 0.0), x)
+    full = TT.scramble(x, 1.0)
+    assert not torch.equal(full, x)
+    # a permutation of the pixels, the same for every image
+    assert torch.equal(full.flatten(1).sort(1).values, x.flatten(1).sort(1).values)
+    idx = torch.arange(196, dtype=torch.float32).reshape(1, 1, 14, 14)
+    perm = TT.scramble(idx, 1.0).flatten().long()
+    assert torch.equal(full.flatten(2), x.flatten(2)[:, :, perm])
+    moved_half = (TT.scramble(idx, 0.5) != idx).sum()
+    moved_full = (TT.scramble(idx, 1.0) != idx).sum()
+    assert 80 <= moved_half <= 98 < moved_full
+    assert torch.equal(TT.scramble(x, 0.5), TT.scramble(x, 0.5))
+    # the positions moved at a smaller distance are a subset of those at a larger one
+    moved_small = TT.scramble(idx, 0.25) != idx
+    assert torch.all((TT.scramble(idx, 0.75) != idx) | ~moved_small)
+
+
+@pytest.mark.parametrize(
+    "x, d, err",
+    [
+        (torch.rand(2, 14, 14), 0.5, ValueError),
+        (torch.rand(1, 1, 4, 4), 1.5, ValueError),
+        (torch.rand(1, 1, 4, 4), -0.1, ValueError),
+        (torch.rand(1, 1, 4, 4), "far", TypeError),
+        ([[0.0]], 0.5, TypeError),
+    ],
+)
+def test_scramble_validation(x, d, err):
+    with pytest.raises(err):
+        TT.scramble(x, d)
+
+
+def test_target_task_and_source_data():
+    xs, ys, xst, yst = TT.source_data()
+    assert xs.shape == (2000, 1, 14, 14) and xst.shape == (500, 1, 14, 14)
+    assert set(ys.tolist()) == set(range(5)) and 0 <= xs.min() and xs.max() <= 1
+    t = TT.target_task(0.0, 20, seed=3)
+    assert t.x_train.shape == (100, 1, 14, 14) and torch.bincount(t.y_train).tolist() == [20] * 5
+    assert torch.bincount(t.y_val).tolist() == [80] * 5 and t.x_test.shape[0] == 500
+    assert not torch.equal(t.x_test[:5], xst[:5])  # other digits than the source
+    # training and validation images are disjoint
+    train_rows = {tuple(r) for r in t.x_train.flatten(1).tolist()}
+    assert not train_rows & {tuple(r) for r in t.x_val.flatten(1).tolist()}
+    far = TT.target_task(1.0, 20, seed=3)
+    assert torch.equal(far.x_train, TT.scramble(t.x_train, 1.0))
+    assert torch.equal(TT.target_task(0.0, 20, seed=3).x_train, t.x_train)
+    assert not torch.equal(TT.target_task(0.0, 20, seed=4).x_train, t.x_train)
+    moved = t.to("cpu")
+    assert isinstance(moved, TT.TargetTask) and moved.k == 20 and moved.distance == 0.0
+    assert torch.equal(moved.y_test, t.y_test)
+
+
+@pytest.mark.parametrize(
+    "kw, err",
+    [
+        ({"k": 0}, ValueError),
+        ({"k": 321}, ValueError),
+        ({"k": 5.0}, TypeError),
+        ({"seed": -1}, ValueError),
+        ({"seed": "0"}, TypeError),
+        ({"val_per_class": 1}, ValueError),
+        ({"distance": 2.0}, ValueError),
+    ],
+)
+def test_target_task_validation(kw, err):
+    args = {"distance": 0.0, "k": 5, "seed": 0, **kw}
+    with pytest.raises(err):
+        TT.target_task(args.pop("distance"), args.pop("k"), **args)
+
+
+@pytest.mark.parametrize(
+    "kw", [{"widths": ()}, {"widths": (0,)}, {"steps": 0}, {"batch_size": 1.5}, {"lr": 0.0}]
+)
+def test_source_config_validation(kw):
+    with pytest.raises(ValueError):
+        TT.SourceConfig(**kw)
+
+
+# ----------------------------------------------------------------------------- pretraining
+
+
+def test_pretrain_is_train_fit_on_the_source_data_pinned_to_one_thread(monkeypatch):
+    """The loader does what its docstring says: init_model + Adam + train.fit, one thread."""
+    x, y, xt, yt = TT.source_data()
+    ref = TT.init_model(TINY, 2)
+    opt = torch.optim.Adam(ref.parameters(), lr=TINY.lr)
+    with repro.num_threads(1):
+        train.fit(
+            ref,
+            x,
+            y,
+            optimizer=opt,
+            steps=TINY.steps,
+            batch_size=TINY.batch_size,
+            seed=2,
+            epoch_evals=False,
+            progress=False,
+        )
+
+    threads_seen = []
+    real_fit = train.fit
+
+    def spy(*args, **kwargs):
+        threads_seen.append(torch.get_num_threads())
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(TT.train, "fit", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        model, info = TT.pretrain(TINY, 2)
+        assert torch.get_num_threads() == 2  # restored afterwards
+    finally:
+        torch.set_num_threads(before)
+    assert threads_seen == [TT.PRETRAIN_THREADS] == [1]
+    for k, v in ref.state_dict().items():
+        assert torch.equal(v, model.state_dict()[k]), k
+    assert not model.training and info == {
+        "source_test_acc": train.evaluate(ref.eval(), xt, yt)["acc"],
+        "cached": False,
+    }
+
+
+# ----------------------------------------------------------------------------- cache
+
+
+def test_cache_roundtrip_is_exact_and_bad_files_are_recomputed(tmp_path):
+    m1, info1 = TT.load_or_pretrain(TINY, 5, directory=tmp_path)
+    path = TT.cache_path(TINY, 5, tmp_path)
+    assert not info1["cached"] and path.exists() and oct(path.stat().st_mode)[-3:] == "644"
+    blob = torch.load(path, weights_only=True)  # plain tensors and types only
+    assert blob["key"] == TT.cache_key(TINY, 5)
+    m2, info2 = TT.load_or_pretrain(TINY, 5, directory=tmp_path)
+    assert info2["cached"] and info2["source_test_acc"] == info1["source_test_acc"]
+    assert not m2.training
+    assert m1.state_dict().keys() == m2.state_dict().keys()
+    for k, v in m1.state_dict().items():  # weights and BN buffers, bit for bit
+        assert torch.equal(v, m2.state_dict()[k]), k
+
+    for garbage in (b"not a torch file", path.read_bytes()[:100]):  # corrupt, truncated
+        path.write_bytes(garbage)
+        m3, info3 = TT.load_or_pretrain(TINY, 5, directory=tmp_path)
+        assert not info3["cached"]  # recomputed, no crash
+        for k, v in m1.state_dict().items():  # same seed, same model
+            assert torch.equal(v, m3.state_dict()[k]), k
+        assert TT.load_or_pretrain(TINY, 5, directory=tmp_path)[1]["cached"]  # rewritten
+
+    # a file at this path whose key differs in anything the weights depend on is stale
+    for field, value in (
+        ("torch", "0.0.1"),
+        ("threads", 2),
+        ("format", -1),
+        ("steps", 999),
+        ("seed", 6),
+        ("data", "0" * 16),
+    ):
+        torch.save(dict(blob, key={**blob["key"], field: value}), path)
+        assert not TT.load_or_pretrain(TINY, 5, directory=tmp_path)[1]["cached"], field
+    wrong_shapes = dict(blob, state_dict={"stem.0.weight": torch.zeros(1)})
+    torch.save(wrong_shapes, path)
+    assert not TT.load_or_pretrain(TINY, 5, directory=tmp_path)[1]["cached"]
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_cache_key_holds_versions_threads_and_format(tmp_path, monkeypatch):
+    key = TT.cache_key(TINY, 1)
+    assert key["torch"] == torch.__version__ and key["threads"] == TT.PRETRAIN_THREADS
+    assert key["format"] == TT.CACHE_FORMAT and key["device"] == "cpu" and key["seed"] == 1
+    json.dumps(key)  # plain types only
+    assert TT.cache_path(TINY, 1, tmp_path) != TT.cache_path(TINY, 2, tmp_path)
+    other = TT.SourceConfig(widths=(4, 8), steps=4, batch_size=16, lr=1e-3)
+    assert TT.cache_path(TINY, 1, tmp_path) != TT.cache_path(other, 1, tmp_path)
+    monkeypatch.setattr(TT, "CACHE_FORMAT", TT.CACHE_FORMAT + 1)
+    assert TT.cache_key(TINY, 1) != key  # a format bump invalidates old files
+    monkeypatch.setenv("LAB_CACHE_DIR", str(tmp_path / "c"))
+    assert TT.cache_path(TINY, 1).parent == tmp_path / "c"
+    monkeypatch.delenv("LAB_CACHE_DIR")
+    assert TT.cache_dir().parts[-2:] == ("build", "cache")
+    with pytest.raises(TypeError, match="SourceConfig"):
+        TT.load_or_pretrain({"widths": (4, 8)}, 0, directory=tmp_path)
+    with pytest.raises(ValueError, match="seed"):
+        TT.load_or_pretrain(TINY, -1, directory=tmp_path)
+
+
+def test_load_sources_notes_a_cold_run_once(tmp_path, capsys):
+    models, infos = TT.load_sources(TINY, [1, 2], directory=tmp_path)
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "once" in out and str(tmp_path) in out
+    assert [i["cached"] for i in infos] == [False, False] and len(models) == 2
+    models2, infos2 = TT.load_sources(TINY, [1, 2], directory=tmp_path)
+    assert capsys.readouterr().out == "" and all(i["cached"] for i in infos2)
+    assert torch.equal(models[1].head.weight, models2[1].head.weight)
+    with pytest.raises(ValueError, match="seeds"):
+        TT.load_sources(TINY, [], directory=tmp_path)
