@@ -53,7 +53,7 @@ from . import paths
 
 STATUSES = ("supported", "refuted", "nuanced")
 MIN_SEEDS = 3
-# Question-ID prefix -> notebook that answers it (QUESTIONS.md sections).
+# Question-ID prefix -> notebook that answers it (the sections of docs/questions.md).
 NOTEBOOK_OF_PREFIX = {
     "M": "00_pytorch_primer",
     "O": "01_optimization",
@@ -278,7 +278,7 @@ def verdict(
     """Check a claim against per-seed evidence, record it and return the displayable verdict.
 
     Args:
-        qid: question ID from QUESTIONS.md, e.g. ``"O6"`` (prefix M, O, R, T, A or N).
+        qid: question ID from the catalogue docs/questions.md, e.g. ``"O6"`` (prefix M, O, R, T, A or N).
         claim: the claim or question in one sentence (shown in the answer index).
         evidence: metric name (a Python identifier) -> one float per seed (list, tuple, 1-D
             numpy array or 1-D tensor). NaN/inf are kept: a diverged run is evidence.
