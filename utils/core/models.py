@@ -263,7 +263,8 @@ def init_weights(model: nn.Module, scheme: str = "kaiming") -> nn.Module:
     * ``"default"``: the layer's own ``reset_parameters()`` (PyTorch: kaiming_uniform with
       a=sqrt(5), i.e. weight variance 1/(3 fan_in), and a uniform bias).
     * ``"kaiming"``: ``nn.init.kaiming_normal_`` (fan_in, ReLU gain: variance 2/fan_in; He et al.
-      2015, arXiv:1502.01852) and zero bias — the ``init_param`` pattern of the group's assignment (M2 in docs/questions.md).
+      2015, arXiv:1502.01852) and zero bias — the ``init_param`` pattern of the group's
+      assignment (M2 in docs/questions.md).
     * ``"xavier"``: ``nn.init.xavier_normal_`` (variance 2/(fan_in+fan_out); Glorot & Bengio
       2010) and zero bias.
     """

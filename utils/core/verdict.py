@@ -278,7 +278,8 @@ def verdict(
     """Check a claim against per-seed evidence, record it and return the displayable verdict.
 
     Args:
-        qid: question ID from the catalogue docs/questions.md, e.g. ``"O6"`` (prefix M, O, R, T, A or N).
+        qid: question ID from the catalogue docs/questions.md, e.g. ``"O6"`` (prefix M, O, R, T,
+            A or N).
         claim: the claim or question in one sentence (shown in the answer index).
         evidence: metric name (a Python identifier) -> one float per seed (list, tuple, 1-D
             numpy array or 1-D tensor). NaN/inf are kept: a diverged run is evidence.
