@@ -1,94 +1,82 @@
-"""``make book``: execute every notebook into ``build/html/`` with an index page of verdicts.
+"""``make book``: the course as a Sphinx book, built offline into ``build/book/html/``.
 
-Each notebook runs top to bottom in a fresh kernel (nbclient) and is exported with nbconvert's
-HTML exporter; ``index.html`` lists the notebooks in course order and every verdict with its
-status and headline number. The README's answer index is refreshed from the same records.
+A thin wrapper around one command::
+
+    sphinx-build -b html -c book . build/book/html
+
+The book itself is ``book/`` (``conf.py``, the landing page, the answer-index page): Sphinx with
+myst-nb and sphinx-book-theme, reading the notebooks, ``docs/*.md`` and README's answer index in
+place (see ``book/conf.py``). myst-nb executes every notebook at build time (``LAB_PROGRESS=0``, so
+no widget bars), and formulas are drawn by the MathJax 2.7 of the ``jupyter-server-mathjax``
+package, copied into the book: the result opens from disk with no network. Nothing tracked is
+written; ``make index`` is what refreshes README and ``docs/questions.md``.
+
+    python -m utils.tooling.book                      # build/book/html/index.html
+    python -m utils.tooling.book --execute cache      # reuse outputs of unchanged notebooks
+    python -m utils.tooling.book --execute off        # layout only, notebooks not run
 """
 
 from __future__ import annotations
 
 import argparse
-import html
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-import nbformat
-from nbclient import NotebookClient
-from nbconvert import HTMLExporter
-
 from ..core import paths
-from ..core.verdict import record_dir
-from . import answer_index
 
 ROOT = paths.ROOT
+BOOK = ROOT / "book"
+EXECUTE_MODES = ("force", "cache", "off")
 
 
-def build(out: Path, pattern: str = "*.ipynb") -> list[tuple[str, float, str]]:
-    """Execute and export the notebooks; return (name, seconds, error or '') per notebook."""
+def command(out: Path, execute: str = "force") -> list[str]:
+    """The sphinx-build command line that writes the book into ``out/html``.
+
+    ``force`` re-reads every page (``-E``) so each notebook runs again; ``cache`` and ``off``
+    let Sphinx skip pages whose source did not change.
+    """
+    if execute not in EXECUTE_MODES:
+        raise ValueError(f"execute must be one of {EXECUTE_MODES}, got {execute!r}")
+    out = Path(out)
+    cmd = [sys.executable, "-m", "sphinx", "-b", "html", "-c", str(BOOK)]
+    cmd += ["-d", str(out / "doctrees"), "-w", str(out / "warnings.txt"), "--jobs", "1"]
+    if execute == "force":
+        cmd.append("-E")
+    return cmd + [str(ROOT), str(out / "html")]
+
+
+def build(out: Path, execute: str = "force", quiet: bool = False) -> int:
+    """Build the book into ``out/html``; return sphinx-build's exit status."""
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("LAB_PROGRESS", "0")
-    exporter = HTMLExporter()
-    results = []
-    for path in sorted((ROOT / "notebooks").glob(pattern)):
-        nb = nbformat.read(path, as_version=4)
-        start, error = time.perf_counter(), ""
-        try:
-            NotebookClient(
-                nb,
-                timeout=900,
-                kernel_name="python3",
-                resources={"metadata": {"path": str(path.parent)}},
-            ).execute()
-        except Exception as err:  # keep building the rest; the page shows the failure
-            error = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-        body, _ = exporter.from_notebook_node(nb)
-        (out / f"{path.stem}.html").write_text(body, encoding="utf-8")
-        results.append((path.stem, time.perf_counter() - start, error))
-        print(
-            f"{path.name}: {results[-1][1]:.1f} s {'FAILED: ' + error if error else 'ok'}",
-            flush=True,
-        )
-    return results
+    env = dict(os.environ, LAB_BOOK_EXECUTE=execute, LAB_PROGRESS="0")
+    cmd = command(out, execute) + (["-q"] if quiet else [])
+    return subprocess.run(cmd, cwd=ROOT, env=env, check=False).returncode
 
 
-def index_page(results: list[tuple[str, float, str]], records: list[dict]) -> str:
-    """The HTML of build/html/index.html."""
-    nb_rows = "".join(
-        f"<li><a href='{n}.html'>{html.escape(n)}</a> — {s:.0f} s"
-        f"{' — <b>FAILED</b>: ' + html.escape(e) if e else ''}</li>"
-        for n, s, e in results
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        description="Build the course book (Sphinx + myst-nb) into OUT/html, offline."
     )
-    v_rows = "".join(
-        f"<tr><td>{r['qid']}</td><td><a href='{r['notebook']}.html'>{r['notebook']}</a></td>"
-        f"<td>{html.escape(r['claim'])}</td><td><b>{r['status']}</b></td>"
-        f"<td>{html.escape(r['headline'])}</td></tr>"
-        for r in records
+    ap.add_argument("--out", default=str(paths.build_dir() / "book"), help="default build/book")
+    ap.add_argument(
+        "--execute",
+        choices=EXECUTE_MODES,
+        default="force",
+        help="force: run every notebook (default); cache: reuse unchanged ones; off: don't run",
     )
-    return (
-        "<!doctype html><meta charset='utf-8'><title>Mentoring Lab</title>"
-        "<style>body{font-family:sans-serif;max-width:70em;margin:2em auto}"
-        "td,th{border-bottom:1px solid #ddd;padding:.3em;text-align:left;vertical-align:top}"
-        "table{border-collapse:collapse}</style>"
-        "<h1>Mentoring Lab</h1><h2>Notebooks (course order)</h2>"
-        f"<ol>{nb_rows}</ol><h2>Answer index</h2><table><tr><th>ID</th><th>notebook</th>"
-        f"<th>claim</th><th>verdict</th><th>headline</th></tr>{v_rows}</table>"
-    )
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--out", default=str(ROOT / "build" / "html"))
-    ap.add_argument("--notebooks", default="*.ipynb", help="glob under notebooks/")
-    args = ap.parse_args()
+    ap.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    args = ap.parse_args(argv)
     out = Path(args.out)
-    results = build(out, args.notebooks)
-    records = answer_index.load_records(record_dir())
-    (out / "index.html").write_text(index_page(results, records), encoding="utf-8")
-    # the book never edits tracked files: `make index` refreshes README and docs on purpose
-    print(f"wrote {out / 'index.html'} ({len(records)} verdicts)")
-    if any(e for _, _, e in results):
-        raise SystemExit("some notebooks failed (see above)")
+    start = time.perf_counter()
+    status = build(out, args.execute, args.quiet)
+    took = time.perf_counter() - start
+    if status:
+        raise SystemExit(f"make book failed after {took:.0f} s (warnings: {out / 'warnings.txt'})")
+    print(f"book: {out / 'html' / 'index.html'} ({took:.0f} s; warnings in {out / 'warnings.txt'})")
 
 
 if __name__ == "__main__":
