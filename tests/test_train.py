@@ -268,3 +268,51 @@ def test_fit_transform_and_soft_targets_match_a_hand_written_step():
     opt.step()
     for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         torch.testing.assert_close(pa, pb)
+
+
+def test_fit_sequential_walks_the_data_in_order_and_full_batch_is_plain_gd():
+    x, y = _toy(50)
+    seen = []
+    net = _net()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    train.fit(
+        net,
+        x,
+        y,
+        optimizer=opt,
+        epochs=2,
+        batch_size=20,
+        sampling="sequential",
+        drop_last=True,
+        before_step=lambda s, xb, yb: seen.append(xb),
+        epoch_evals=False,
+        progress=False,
+    )
+    assert len(seen) == 4  # 2 batches of 20 per epoch, the last 10 dropped
+    for k, xb in enumerate(seen):
+        assert torch.equal(xb, x[(k % 2) * 20 : (k % 2) * 20 + 20])
+    # batch_size = N: full-batch gradient descent, equal to a hand-written loop bit for bit
+    a, b = _net(), _net()
+    opt_a = torch.optim.SGD(a.parameters(), lr=0.5)
+    h = train.fit(
+        a,
+        x,
+        y,
+        optimizer=opt_a,
+        steps=7,
+        batch_size=50,
+        sampling="sequential",
+        epoch_evals=False,
+        progress=False,
+    )
+    opt_b = torch.optim.SGD(b.parameters(), lr=0.5)
+    losses = []
+    for _ in range(7):
+        opt_b.zero_grad()
+        loss = F.cross_entropy(b(x), y)
+        loss.backward()
+        opt_b.step()
+        losses.append(float(loss.detach()))
+    assert h["step_loss"] == losses
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb)

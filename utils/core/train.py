@@ -80,7 +80,7 @@ def evaluate(
     return {"loss": total / n, "acc": correct / n}
 
 
-SAMPLING = ("shuffle", "replacement")
+SAMPLING = ("shuffle", "replacement", "sequential")
 
 
 def _check_pos_int(name: str, value, *, allow_none: bool = False) -> None:
@@ -138,9 +138,11 @@ def fit(
         seed: seeds the example order (and is the generator passed to ``transform``).
         sampling: ``"shuffle"`` (each epoch walks a fresh seeded permutation: without
             replacement) or ``"replacement"`` (every step draws ``batch_size`` indices uniformly
-            with replacement; an "epoch" is then ``ceil(N / batch_size)`` steps).
-        drop_last: with ``"shuffle"``, skip an epoch's last batch when it is smaller than
-            ``batch_size`` (every step then averages the same number of examples).
+            with replacement; an "epoch" is then ``ceil(N / batch_size)`` steps) or
+            ``"sequential"`` (every epoch walks the data in its stored order; batches are slices,
+            so with ``batch_size = N`` full-batch gradient descent uses x itself, no copy).
+        drop_last: with ``"shuffle"`` or ``"sequential"``, skip an epoch's last batch when it is
+            smaller than ``batch_size`` (every step then averages the same number of examples).
         transform: ``transform(xb, yb, generator) -> (xb, yb, ...)`` applied to every batch
             before the forward pass (augmentation, MixUp/CutMix on soft targets); extra return
             values are ignored.
@@ -232,6 +234,12 @@ def fit(
         if sampling == "replacement":
             for _ in range(math.ceil(n / batch_size)):
                 yield torch.randint(n, (batch_size,), generator=g).to(dev)
+            return
+        if sampling == "sequential":
+            for i in range(0, n, batch_size):
+                if drop_last and i + batch_size > n:
+                    return
+                yield slice(i, i + batch_size)
             return
         order = torch.randperm(n, generator=g).to(dev)
         for i in range(0, n, batch_size):
