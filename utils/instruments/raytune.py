@@ -3,7 +3,10 @@
 * Offline (env ``RAY_ADDRESS`` unset): :func:`session` starts a private local Ray with
   ``num_cpus = os.cpu_count()``, no dashboard, node IP 127.0.0.1 (loopback only), usage stats
   off, logs and temp files under ``<repo>/build/ray`` (or a short ``/tmp`` folder linked there
-  when that path is too long for Ray's Unix sockets), and always shuts it down on exit.
+  when that path is too long for Ray's Unix sockets), and always shuts it down on exit. After a
+  clean exit it also deletes the session folder (logs, sockets) that this process's Ray wrote
+  there, so ``build/ray`` does not grow by one folder per run; after an error the folder is
+  kept for its logs.
 * With ``RAY_ADDRESS`` set (e.g. ``ray://head:10001`` or ``auto``): the same code connects to
   that existing cluster, ships the ``utils`` package to its workers (``runtime_env``
   ``py_modules``), and leaves the cluster running on exit.
@@ -16,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -24,6 +28,7 @@ from pathlib import Path
 from ..core import paths
 
 ROOT = paths.ROOT
+UTILS = Path(__file__).resolve().parents[1]  # the `utils` package shipped to a remote cluster
 # Ray puts Unix sockets at <temp>/session_<date>_<time>_<pid>/sockets/plasma_store (~65 chars
 # after <temp>); AF_UNIX paths are limited to 107 bytes on Linux (103 on macOS).
 MAX_TEMP_DIR_LEN = 36
@@ -72,7 +77,7 @@ def init_kwargs(
         return {
             "address": address,
             "log_to_driver": False,
-            "runtime_env": {"py_modules": [str(Path(__file__).resolve().parent)]},
+            "runtime_env": {"py_modules": [str(UTILS)]},
         }
     n = (os.cpu_count() or 1) if num_cpus is None else num_cpus
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -105,6 +110,33 @@ def _prepare_temp(kwargs: Mapping, root: Path | str) -> None:
             link.symlink_to(tmp, target_is_directory=True)
 
 
+def own_session_dirs(temp: Path | str, pid: int | None = None) -> list[Path]:
+    """The session folders that a Ray head started by process ``pid`` (default: this one) wrote
+    under ``temp``: Ray names them ``session_<date>_<time>_<pid>``."""
+    pid = os.getpid() if pid is None else pid
+    temp = Path(temp)
+    if not temp.is_dir():
+        return []
+    return sorted(p for p in temp.glob(f"session_*_{pid}") if p.is_dir() and not p.is_symlink())
+
+
+def remove_own_sessions(temp: Path | str, pid: int | None = None) -> int:
+    """Delete this process's Ray session folders under ``temp`` (see :func:`own_session_dirs`)
+    and a ``session_latest`` link left dangling by that; other processes' sessions are kept.
+
+    Returns:
+        the number of session folders removed.
+    """
+    dirs = own_session_dirs(temp, pid)
+    for d in dirs:
+        shutil.rmtree(d, ignore_errors=True)
+    latest = Path(temp) / "session_latest"
+    if latest.is_symlink() and not latest.exists():
+        with contextlib.suppress(OSError):
+            latest.unlink()
+    return len(dirs)
+
+
 @contextlib.contextmanager
 def session(*, num_cpus: int | None = None, root: Path | str = ROOT) -> Iterator[dict]:
     """Context manager: start (or join) Ray, yield info, shut a private Ray down on exit.
@@ -115,7 +147,8 @@ def session(*, num_cpus: int | None = None, root: Path | str = ROOT) -> Iterator
 
     A Ray already initialised in this process is reused and left running. A failed start
     (Ray waits at most 30 s for its raylet, which a heavily loaded machine can exceed) is
-    retried once.
+    retried once. A private Ray's session folder is deleted after a clean exit (kept, with its
+    logs, when the block raised).
     """
     for k, v in _ENV_QUIET.items():
         os.environ.setdefault(k, v)
@@ -139,11 +172,15 @@ def session(*, num_cpus: int | None = None, root: Path | str = ROOT) -> Iterator
         "startup_s": time.perf_counter() - start,
         "cpus": ray.cluster_resources().get("CPU", 0.0),
     }
+    failed = True
     try:
         yield info
+        failed = False
     finally:
         if shutdown:
             ray.shutdown()
+            if not failed and kwargs.get("_temp_dir"):
+                remove_own_sessions(kwargs["_temp_dir"])
 
 
 def run(

@@ -1,9 +1,10 @@
 """Benchmark: what Ray Tune costs on this machine before it tunes anything.
 
-Starts a local Ray with :func:`utils.tune.session` in a fresh subprocess (so the import is
-counted), runs 8 trials of :func:`utils.tune.toy_trainable` (3 reports each), and reports the
-wall and CPU seconds of start-up, of the tuning and of shutdown. Notebook 02 (R10) pays the
-start-up once; this is the fixed cost a learner's laptop pays.
+Starts a local Ray with :func:`utils.instruments.raytune.session` in a fresh subprocess (so the
+import is counted), runs 8 trials of :func:`utils.instruments.raytune.toy_trainable` (3 reports
+each), and reports the wall and CPU seconds of start-up, of the tuning and of shutdown (which
+includes deleting the session folder). Notebook 02 (R10) pays the start-up once; this is the
+fixed cost a learner's laptop pays.
 """
 
 from __future__ import annotations
@@ -16,17 +17,17 @@ _SCRIPT = r"""
 import json, time
 t0, c0 = time.perf_counter(), time.process_time()
 from ray import tune
-from utils.instruments import raytune as labtune
+from utils.instruments import raytune
 out = {}
-with labtune.session() as info:
+with raytune.session() as info:
     out["startup_wall"] = time.perf_counter() - t0
-    out["startup_cpu"] = time.process_time() - c0 + labtune.child_cpu_seconds()
+    out["startup_cpu"] = time.process_time() - c0 + raytune.child_cpu_seconds()
     out["cpus"] = info["cpus"]
-    t1, c1 = time.perf_counter(), time.process_time() + labtune.child_cpu_seconds()
-    labtune.run(labtune.toy_trainable, {"x": tune.uniform(0, 1)}, metric="loss", mode="min",
+    t1, c1 = time.perf_counter(), time.process_time() + raytune.child_cpu_seconds()
+    raytune.run(raytune.toy_trainable, {"x": tune.uniform(0, 1)}, metric="loss", mode="min",
                 num_samples=8, seed=0, name="bench_ray_startup")
     out["tune_wall"] = time.perf_counter() - t1
-    out["tune_cpu"] = time.process_time() + labtune.child_cpu_seconds() - c1
+    out["tune_cpu"] = time.process_time() + raytune.child_cpu_seconds() - c1
     t2 = time.perf_counter()
 out["shutdown_wall"] = time.perf_counter() - t2
 print(json.dumps(out))

@@ -1,0 +1,156 @@
+"""Tests of utils.instruments.raytune: the ray.init kwargs builder (no cluster needed), session
+shutdown and clean-up logic with a stub Ray, and one tiny real tuning run that must leave Ray shut
+down and no session folder behind."""
+
+import os
+import shutil
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from utils.instruments import raytune
+
+
+def test_local_kwargs_are_loopback_no_dashboard_all_cores(tmp_path):
+    kw = raytune.init_kwargs({}, root=tmp_path, num_cpus=None)
+    assert kw["num_cpus"] == os.cpu_count()
+    assert kw["include_dashboard"] is False
+    assert kw["_node_ip_address"] == "127.0.0.1"
+    assert "address" not in kw and raytune.owns_cluster(kw)
+    assert len(kw["_temp_dir"]) <= raytune.MAX_TEMP_DIR_LEN
+
+
+def test_short_repo_path_keeps_temp_under_build(tmp_path):
+    root = Path("/srv/lab")  # short enough for Ray's socket paths (need not exist)
+    assert len(str(root / "build" / "ray")) <= raytune.MAX_TEMP_DIR_LEN
+    assert raytune.temp_dir(root) == root / "build" / "ray"
+    long_root = tmp_path / ("x" * 80)
+    short = raytune.temp_dir(long_root)
+    assert len(str(short)) <= raytune.MAX_TEMP_DIR_LEN and short.name.startswith("mlab-ray-")
+    assert raytune.temp_dir(long_root) == short  # stable for one checkout...
+    assert raytune.temp_dir(tmp_path / ("y" * 80)) != short  # ...and distinct between checkouts
+
+
+def test_ray_address_switches_to_cluster_mode(tmp_path):
+    kw = raytune.init_kwargs({"RAY_ADDRESS": "ray://head:10001"}, root=tmp_path)
+    assert kw["address"] == "ray://head:10001"
+    assert "num_cpus" not in kw and "_temp_dir" not in kw
+    shipped = Path(kw["runtime_env"]["py_modules"][0])
+    assert shipped.name == "utils" and (shipped / "instruments" / "raytune.py").exists()
+    assert not raytune.owns_cluster(kw)
+    assert raytune.owns_cluster(raytune.init_kwargs({"RAY_ADDRESS": "  "}, root=tmp_path))
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, True])
+def test_bad_num_cpus(bad, tmp_path):
+    with pytest.raises(ValueError, match="num_cpus"):
+        raytune.init_kwargs({}, root=tmp_path, num_cpus=bad)
+
+
+class _StubRay(types.ModuleType):
+    def __init__(self):
+        super().__init__("ray")
+        self.calls, self.up = [], False
+
+    def is_initialized(self):
+        return self.up
+
+    def init(self, **kw):
+        self.calls.append(("init", kw))
+        self.up = True
+        if kw.get("_temp_dir"):  # like Ray: session_<date>_<time>_<pid> and a session_latest link
+            temp = Path(kw["_temp_dir"])
+            own = temp / f"session_2030-01-01_00-00-00_000000_{os.getpid()}"
+            (own / "logs").mkdir(parents=True)
+            (own / "logs" / "raylet.out").write_text("log")
+            latest = temp / "session_latest"
+            if latest.is_symlink():
+                latest.unlink()
+            latest.symlink_to(own, target_is_directory=True)
+
+    def shutdown(self):
+        self.calls.append(("shutdown", {}))
+        self.up = False
+
+    def cluster_resources(self):
+        return {"CPU": 4.0}
+
+
+@pytest.fixture
+def temp(tmp_path):
+    """Ray's temp folder for a stub session rooted at tmp_path (a short /tmp folder: tmp_path is
+    too long for Ray's sockets); removed afterwards."""
+    temp = raytune.temp_dir(tmp_path)
+    yield temp
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.mark.parametrize("address", ["", "ray://head:10001"])
+def test_session_shuts_down_only_its_own_ray(address, monkeypatch, tmp_path, temp):
+    stub = _StubRay()
+    monkeypatch.setitem(sys.modules, "ray", stub)
+    monkeypatch.setenv("RAY_ADDRESS", address) if address else monkeypatch.delenv(
+        "RAY_ADDRESS", raising=False
+    )
+    with pytest.raises(RuntimeError), raytune.session(root=tmp_path) as info:
+        assert info["mode"] == ("cluster" if address else "local")
+        raise RuntimeError("a failing experiment must still shut a local Ray down")
+    names = [c[0] for c in stub.calls]
+    assert names == (["init"] if address else ["init", "shutdown"])
+    if address:
+        assert stub.calls[0][1]["address"] == address
+    else:
+        assert stub.calls[0][1]["_node_ip_address"] == "127.0.0.1"
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_session_removes_only_its_own_session_folder_after_a_clean_exit(
+    fail, monkeypatch, tmp_path, temp
+):
+    monkeypatch.setitem(sys.modules, "ray", _StubRay())
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    other = temp / "session_2030-01-01_00-00-00_000000_1"  # another process's Ray: never touched
+    other.mkdir(parents=True)
+    if fail:
+        with pytest.raises(RuntimeError), raytune.session(root=tmp_path):
+            raise RuntimeError("keep the logs of a failed run")
+    else:
+        with raytune.session(root=tmp_path):
+            assert len(raytune.own_session_dirs(temp)) == 1
+    assert other.is_dir()
+    assert len(raytune.own_session_dirs(temp)) == (1 if fail else 0)
+    assert (temp / "session_latest").exists() == fail
+
+
+def test_tiny_tuning_run_and_shutdown(monkeypatch):
+    import ray
+    from ray import tune
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with raytune.session(num_cpus=1) as info:
+        assert info["mode"] == "local" and ray.is_initialized()
+        res = raytune.run(
+            raytune.toy_trainable,
+            {"x": tune.uniform(0, 1)},
+            metric="loss",
+            mode="min",
+            num_samples=3,
+            seed=0,
+            scheduler=raytune.asha(max_t=3),
+            max_concurrent_trials=1,
+            name="pytest_tiny",
+        )
+        assert raytune.child_cpu_seconds() > 0
+    assert not ray.is_initialized()
+    assert raytune.own_session_dirs(info["kwargs"]["_temp_dir"]) == []
+    assert len(res) == 3 and all(1 <= r["iterations"] <= 3 for r in res)
+    assert all(0 <= r["config"]["x"] <= 1 for r in res)
+
+
+def test_run_argument_errors():
+    with pytest.raises(ValueError, match="mode"):
+        raytune.run(raytune.toy_trainable, {}, metric="loss", mode="up", num_samples=1, seed=0)
+    with pytest.raises(ValueError, match="num_samples"):
+        raytune.run(raytune.toy_trainable, {}, metric="loss", mode="min", num_samples=0, seed=0)
