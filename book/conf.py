@@ -218,7 +218,8 @@ _ROW = re.compile(r"^\|\s*([A-Z]+\d+)\s*\|\s*(\d\d_\w+)\s*\|")
 def answer_index_markdown(readme: Path = ROOT / "README.md") -> str:
     """README's answer-index table, each ID linked to ``../notebooks/<nb>.ipynb#<ID>``.
 
-    The link is relative to ``book/answers.md``; a row whose ID is already a link is kept as is.
+    The link is relative to ``book/answers.md``; a row whose ID is already a link keeps it, moved
+    one folder up (README's links are relative to the repository root).
     """
     text = readme.read_text(encoding="utf-8")
     if README_START not in text or README_END not in text:
@@ -226,11 +227,13 @@ def answer_index_markdown(readme: Path = ROOT / "README.md") -> str:
     block = text.split(README_START, 1)[1].split("\n", 1)[1].split(README_END, 1)[0]
     lines = []
     for line in block.splitlines():
+        # links written for README (repository root) are one folder up from book/answers.md
+        line = re.sub(r"\]\((notebooks|docs)/", r"](../\1/", line)
         m = _ROW.match(line)
         if m:
             qid, nb = m.groups()
             link = f"../notebooks/{nb}.ipynb"
-            line = f"| [{qid}]({link}#{qid}) | [{nb}]({link}) |" + line[m.end() :]
+            line = f"| [{qid}]({link}#{qid}) | [{nb[:2]}]({link}) |" + line[m.end() :]
         lines.append(line)
     return "\n".join(lines).strip() + "\n"
 

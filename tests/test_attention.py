@@ -348,7 +348,7 @@ def test_stacked_is_one_seeded_data_set_per_seed():
 def test_a_tiny_transformer_learns_previous_token_through_train_fit():
     """The notebook's recipe end to end: train.fit on multi_target_loss learns the task, and a
     model without a positional encoding cannot (the task needs order)."""
-    from utils.core import train
+    from utils.core import repro, train
 
     x, y = T.previous_token(256, 6, 4, generator=_gen(1))
     acc = {}
@@ -358,18 +358,19 @@ def test_a_tiny_transformer_learns_previous_token_through_train_fit():
             vocab_size=4, num_classes=4, d_model=16, num_heads=2, d_ff=0, pe=pe, max_len=6
         )
         opt = torch.optim.Adam(m.parameters(), lr=2e-2)
-        hist = train.fit(
-            m,
-            x,
-            y,
-            optimizer=opt,
-            steps=120,
-            batch_size=64,
-            sampling="replacement",
-            loss_fn=T.multi_target_loss,
-            epoch_evals=False,
-            progress=False,
-        )
+        with repro.num_threads(1):  # tiny model: one thread is fastest and deterministic
+            hist = train.fit(
+                m,
+                x,
+                y,
+                optimizer=opt,
+                steps=120,
+                batch_size=64,
+                sampling="replacement",
+                loss_fn=T.multi_target_loss,
+                epoch_evals=False,
+                progress=False,
+            )
         assert len(hist["step_loss"]) == 120
         with torch.no_grad():
             pred = m.eval()(x).argmax(-1)

@@ -1,9 +1,11 @@
-"""Tests of utils.augment: shapes/dtypes, MixUp/CutMix label algebra, label smoothing vs torch."""
+"""Tests of utils.instruments.augment: shapes/dtypes, MixUp/CutMix label algebra, label smoothing
+vs torch, and soft targets / batch transforms through train.fit (the one training loop)."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from utils.core import models, train
 from utils.instruments import augment
 
 
@@ -97,11 +99,12 @@ def test_cutmix_label_weight_equals_pasted_area(seed):
     xm, ym, lam = augment.cutmix(x, y, 1.0, gen(seed))
     own = (xm == x).sum(dim=(1, 2, 3))  # pixels of each image left untouched (exact count)
     assert lam * h * w == pytest.approx(round(lam * h * w), abs=1e-9)  # lam is a pixel fraction
-    for i in range(n):
-        if own[i] < h * w:  # partner differs from i: the pasted area is exactly (1 - lam) H W
-            assert int(own[i]) == round(lam * h * w)
-            assert float(ym[i, i]) == pytest.approx(lam, abs=1e-6)
-    assert 0 <= lam <= 1
+    assert 0 <= lam < 1  # these seeds paste a box of non-zero area
+    pasted = own < h * w  # images whose partner is another image
+    assert pasted.sum() >= n // 2  # a random permutation of 8 leaves most images a partner
+    for i in torch.nonzero(pasted).flatten().tolist():  # the pasted area is exactly (1 - lam) H W
+        assert int(own[i]) == round(lam * h * w)
+        assert float(ym[i, i]) == pytest.approx(lam, abs=1e-6)
 
 
 @pytest.mark.parametrize("fn", [augment.mixup, augment.cutmix])
@@ -121,3 +124,56 @@ def test_mix_rejects_wrong_types(fn):
         fn(x, y, 1.0, 0)
     with pytest.raises(ValueError, match="y must"):
         fn(x, torch.arange(4), 1.0, gen())
+
+
+def _toy(seed=0):
+    g = gen(seed)
+    x = torch.randn(64, 1, 4, 4, generator=g)
+    y = (x.flatten(1)[:, 0] > 0).long()
+    return x, y
+
+
+def _fit(x, y, **kw):
+    torch.manual_seed(0)
+    net = models.MLP(16, [16], 2)
+    hist = train.fit(
+        net,
+        x,
+        y,
+        optimizer=torch.optim.Adam(net.parameters(), 0.05),
+        epochs=20,
+        batch_size=16,
+        epoch_evals=False,
+        progress=False,
+        **kw,
+    )
+    return net, hist
+
+
+def test_soft_one_hot_targets_through_fit_equal_hard_labels():
+    """soft_cross_entropy on one-hot targets is F.cross_entropy: train.fit gives the same run."""
+    x, y = _toy()
+    _, hard = _fit(x, y)
+    _, soft = _fit(x, augment.one_hot(y, 2), loss_fn=augment.soft_cross_entropy)
+    assert torch.allclose(
+        torch.tensor(hard["step_loss"]), torch.tensor(soft["step_loss"]), atol=1e-6
+    )
+    assert hard["step_loss"][-1] < 0.5 * hard["step_loss"][0]
+
+
+@pytest.mark.parametrize("mix", [augment.mixup, augment.cutmix])
+def test_mixing_transform_through_fit_trains_on_mixed_batches(mix):
+    x, y = _toy(1)
+    seen = []
+
+    def transform(xb, tb, g):
+        out = mix(xb, tb, 1.0, g)
+        seen.append(out[1])
+        return out
+
+    net, hist = _fit(
+        x, augment.one_hot(y, 2), loss_fn=augment.soft_cross_entropy, transform=transform
+    )
+    assert len(seen) == len(hist["step_loss"]) == 20 * 4  # every batch of every epoch was mixed
+    assert any(((t > 0) & (t < 1)).any() for t in seen)  # soft (mixed) targets reached the loss
+    assert train.evaluate(net, x, y)["acc"] > 0.8

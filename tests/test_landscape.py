@@ -1,5 +1,5 @@
-"""utils.landscape: Hessian-vector products and top eigenvalue against exact Hessians,
-filter normalization (Li et al. 2018), slices, 2-D test functions."""
+"""utils.instruments.landscape: Hessian-vector products and top eigenvalue against exact
+Hessians, filter normalization (Li et al. 2018), slices, per-example gradients, contour grids."""
 
 import numpy as np
 import pytest
@@ -144,17 +144,26 @@ def test_perturbation_loss_rise_is_positive_at_a_minimum_and_grows_with_radius()
     assert 0 < small < big
 
 
-def test_two_d_functions_and_trajectory():
-    pt = torch.tensor([[1.0, 1.0], [0.0, 0.0]])
-    torch.testing.assert_close(L.quadratic(pt), torch.tensor([50.5, 0.0]))
-    torch.testing.assert_close(L.rosenbrock(pt), torch.tensor([0.0, 1.0]))
-    path = L.trajectory(L.quadratic, (1.0, 1.0), lambda p: torch.optim.SGD(p, lr=0.01), 5)
-    assert path.shape == (6, 2)
-    # GD on the quadratic: x <- (1 - lr) x, y <- (1 - 100 lr) y = 0 after one step
-    np.testing.assert_allclose(path[:, 0], 0.99 ** np.arange(6))
-    np.testing.assert_allclose(path[1:, 1], 0.0, atol=1e-15)
-    X, Y, Z = L.contour_grid(L.rosenbrock, (-2, 2), (-1, 3), n=7)
+def test_per_example_grads_match_autograd_one_example_at_a_time():
+    net, x, y = _tiny_net(3)
+    g = L.per_example_grads(net, x, y)
+    n_params = sum(p.numel() for p in net.parameters())
+    assert g.shape == (20, n_params)
+    for i in (0, 7, 19):
+        net.zero_grad()
+        F.cross_entropy(net(x[i : i + 1]), y[i : i + 1]).backward()
+        ref = torch.cat([p.grad.flatten() for p in net.parameters()])
+        torch.testing.assert_close(g[i], ref)
+    net.zero_grad()
+    F.cross_entropy(net(x), y).backward()  # the mean of the rows is the full-batch gradient
+    torch.testing.assert_close(g.mean(0), torch.cat([p.grad.flatten() for p in net.parameters()]))
+
+
+def test_contour_grid_evaluates_the_function_on_the_grid():
+    X, Y, Z = L.contour_grid(lambda p: p[..., 0] ** 2 + 3 * p[..., 1], (-2, 2), (-1, 3), n=7)
     assert X.shape == Y.shape == Z.shape == (7, 7)
+    np.testing.assert_allclose(Z, X**2 + 3 * Y)
+    assert X[0, 0] == -2 and X[0, -1] == 2 and Y[0, 0] == -1 and Y[-1, 0] == 3
 
 
 def test_bad_arguments_raise():
@@ -170,10 +179,10 @@ def test_bad_arguments_raise():
         L.hvp(closure, net, [torch.zeros(3)])
     with pytest.raises(ValueError, match="radius"):
         L.perturbation_loss_rise(closure, net, radius=0.0)
-    with pytest.raises(ValueError, match="steps"):
-        L.trajectory(L.quadratic, (0, 0), lambda p: torch.optim.SGD(p, lr=0.1), 0)
-    with pytest.raises(ValueError, match="xy"):
-        L.quadratic(torch.zeros(3))
+    with pytest.raises(ValueError, match="same length"):
+        L.per_example_grads(net, x, y[:3])
+    with pytest.raises(ValueError, match="n must be"):
+        L.contour_grid(lambda p: p[..., 0], (0, 1), (0, 1), n=1)
     with pytest.raises(TypeError, match="params"):
         L.hvp(closure, [], [])
     with pytest.raises(ValueError, match="same length"):

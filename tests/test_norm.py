@@ -1,4 +1,4 @@
-"""utils.norm: from-scratch BatchNorm equals torch.nn.BatchNorm1d/2d; noisy BN; bad input."""
+"""utils.scratch.norm: from-scratch BatchNorm equals nn.BatchNorm1d/2d; noisy BN; bad input."""
 
 import pytest
 import torch

@@ -525,3 +525,81 @@ def test_adagrad_effective_step_shrinks_like_the_notes_say():
     eff = 0.1 / (opt.state[w]["sum"].sqrt() + 1e-10)
     assert eff[1] > 3 * eff[0]
     torch.testing.assert_close(opt.state[w]["sum"], torch.tensor([20.0, 2.0], dtype=torch.float64))
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. the per-tensor update functions (shared with utils.instruments.stacked)
+# ---------------------------------------------------------------------------------------------
+UPDATE_CASES = [
+    (optim.sgd_update_, dict(momentum=0.9, weight_decay=1e-2)),
+    (optim.sgd_update_, dict(momentum=0.9, nesterov=True)),
+    (optim.adagrad_update_, dict(lr_decay=0.1, initial_accumulator_value=0.1)),
+    (optim.adadelta_update_, dict(rho=0.8, weight_decay=1e-2)),
+    (optim.rmsprop_update_, dict(momentum=0.5, centered=True)),
+    (optim.adam_update_, dict(weight_decay=1e-2, amsgrad=True)),
+    (optim.adam_update_, dict(weight_decay=0.1, decoupled_weight_decay=True)),
+    (optim.adam_update_, dict(eps=1e-3, form="notes")),
+    (optim.radam_update_, dict(weight_decay=1e-2, decoupled_weight_decay=True)),
+]
+
+
+@pytest.mark.parametrize(
+    "update,kw", UPDATE_CASES, ids=lambda c: c.__name__ if callable(c) else str(c)
+)
+def test_tensor_lr_updates_rows_like_separate_float_lr_calls(update, kw):
+    """A stacked tensor [M, ...] with lr [M, 1, 1] = M separate tensors, each with its float lr
+    (close, not bit-equal: the tensor path rounds lr * d once more; see the module doc)."""
+    g = torch.Generator().manual_seed(0)
+    lrs = [0.05, 0.5, 0.0]
+    w = torch.randn(3, 4, 2, generator=g, dtype=torch.float64)
+    start = w.clone()
+    rows = [w[i].clone() for i in range(3)]
+    state, row_states = {}, [{} for _ in range(3)]
+    for _ in range(12):  # > 5 steps, so RAdam's rectified branch runs too
+        grad = torch.randn(3, 4, 2, generator=g, dtype=torch.float64)
+        update(w, grad, state, lr=torch.tensor(lrs, dtype=torch.float64).view(3, 1, 1), **kw)
+        for i in range(3):
+            update(rows[i], grad[i], row_states[i], lr=lrs[i], **kw)
+    for i in range(3):
+        torch.testing.assert_close(w[i], rows[i], rtol=1e-12, atol=1e-14)
+    assert (w[1] - start[1]).abs().max() > 1e-4, "the rows barely moved: vacuous"
+    assert torch.equal(w[2], start[2])  # lr 0 leaves a stacked model's weights unchanged
+
+
+def test_update_functions_are_what_the_classes_run():
+    """The class's step is exactly its function (bit for bit) with the group's hyperparameters."""
+    torch.manual_seed(0)
+    p = nn.Parameter(torch.randn(5, 3, dtype=torch.float64))
+    w, state = p.detach().clone(), {}
+    opt = optim.Adam([p], lr=0.05, weight_decay=0.1, decoupled_weight_decay=True)
+    for _ in range(5):
+        grad = torch.randn(5, 3, dtype=torch.float64)
+        p.grad = grad.clone()
+        opt.step()
+        optim.adam_update_(w, grad, state, lr=0.05, weight_decay=0.1, decoupled_weight_decay=True)
+    assert torch.equal(p.detach(), w)
+    assert torch.equal(opt.state[p]["exp_avg_sq"], state["exp_avg_sq"])
+
+
+def test_update_functions_validate_their_arguments():
+    w, g = torch.zeros(3, 2), torch.ones(3, 2)
+    with pytest.raises(ValueError, match="shape of w"):
+        optim.sgd_update_(w, torch.ones(2, 3), {}, lr=0.1)
+    with pytest.raises(TypeError, match="state"):
+        optim.sgd_update_(w, g, None, lr=0.1)
+    with pytest.raises(ValueError, match="Invalid learning rate"):
+        optim.adam_update_(w, g, {}, lr=-1.0)
+    with pytest.raises(ValueError, match="broadcast"):
+        optim.rmsprop_update_(w, g, {}, lr=torch.ones(2, 1))
+    with pytest.raises(ValueError, match="momentum"):
+        optim.sgd_update_(w, g, {}, lr=0.1, momentum=-0.1)
+    with pytest.raises(ValueError, match="Nesterov"):
+        optim.sgd_update_(w, g, {}, lr=0.1, nesterov=True)
+    with pytest.raises(ValueError, match="beta parameter at index 1"):
+        optim.adam_update_(w, g, {}, lr=0.1, betas=(0.9, 1.0))
+    with pytest.raises(ValueError, match="form"):
+        optim.adam_update_(w, g, {}, lr=0.1, form="tf")
+    with pytest.raises(ValueError, match="rho"):
+        optim.adadelta_update_(w, g, {}, lr=0.1, rho=1.5)
+    with pytest.raises(TypeError, match="tensors"):
+        optim.radam_update_([0.0], g, {}, lr=0.1)

@@ -137,6 +137,9 @@ def prose_text(page) -> str:
 
 def open_rendered(page, url: str) -> None:
     page.goto(url, wait_until="load")
+    if page.locator("script[src*='mathjax/MathJax.js']").count() == 0:
+        assert page.locator(".math").count() == 0, f"{url} has math but no MathJax"
+        return  # Sphinx loads MathJax only on pages with math
     page.wait_for_function("() => window.MathJax && window.MathJax.Hub", timeout=30_000)
     page.evaluate("() => new Promise(done => MathJax.Hub.Queue(() => done(true)))")
 
@@ -226,3 +229,15 @@ def test_answer_index_and_catalogue_link_to_each_question(html):
                 ids_of[stem] = set(re.findall(r'\bid="([^"]+)"', page))
             assert anchor in ids_of[stem], f"{source}: {stem}.html#{anchor} has no target"
             assert re.fullmatch(r"[A-Z]+\d+", anchor), f"{source}: {anchor} is not a question ID"
+
+
+@pytest.mark.parametrize("stem", COURSE)
+def test_no_notebook_page_shows_raw_tex(offline_page, server, stem):
+    page = offline_page
+    open_rendered(page, f"{server}/notebooks/{stem}.html")
+    assert page.locator(".MathJax_Error, merror").count() == 0
+    leftover = RAW_TEX.findall(prose_text(page))
+    assert not leftover, f"{stem}: raw TeX in the rendered page: {leftover[:5]}"
+    assert page.title().startswith(notebook_title(stem)), page.title()
+    assert page.blocked == [], f"requests to other hosts: {page.blocked}"
+    assert page.missing == [], f"files missing from the book: {page.missing}"

@@ -1,5 +1,7 @@
 """Loss-landscape tools: Hessian-vector products, the top Hessian eigenvalue, filter-normalized
-random directions, 1-D/2-D loss slices, and 2-D test functions with optimizer trajectories.
+random directions, 1-D/2-D loss slices, per-example gradients, and contour plots of 2-D functions
+with optimizer paths (the 2-D toy functions themselves live in ``utils.tasks.optimization``; the
+paths are computed by ``train.fit`` in the notebook).
 
 Conventions: ``params`` is a list of tensors that require grad (e.g.
 ``[p for p in model.parameters() if p.requires_grad]``); a *direction* is a list of tensors of
@@ -315,71 +317,51 @@ def perturbation_loss_rise(
     return float(np.mean(rises))
 
 
-# ---------------------------------------------------------------- 2-D test functions
+# ---------------------------------------------------------------- gradients per example
 
 
-def quadratic(xy: torch.Tensor, a: float = 1.0, b: float = 100.0) -> torch.Tensor:
-    """Ill-conditioned quadratic ``f(x, y) = 0.5 (a x^2 + b y^2)`` (Hessian diag(a, b)).
+def per_example_grads(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+) -> torch.Tensor:
+    """Gradient of the loss of every example w.r.t. all parameters, flattened: [N, P].
 
-    Args:
-        xy: [..., 2] points. a, b: curvatures (condition number b / a).
-
-    Returns:
-        tensor [...] of function values.
-    """
-    if xy.shape[-1] != 2:
-        raise ValueError(f"xy must have last dimension 2, got shape {tuple(xy.shape)}")
-    return 0.5 * (a * xy[..., 0] ** 2 + b * xy[..., 1] ** 2)
-
-
-def rosenbrock(xy: torch.Tensor, a: float = 1.0, b: float = 100.0) -> torch.Tensor:
-    """Rosenbrock's banana ``f(x, y) = (a - x)^2 + b (y - x^2)^2``, minimum 0 at (a, a^2).
+    Row i is the gradient of ``loss_fn(model(x[i:i+1]), y[i:i+1])`` at the current weights,
+    parameters in ``model.named_parameters()`` order; the mean of the rows is the full-batch
+    gradient. Use it to measure gradient noise (the variance of a mini-batch mean).
 
     Args:
-        xy: [..., 2] points.
+        model: the network (no buffers that the forward pass updates, e.g. BatchNorm in
+            training mode). x: inputs [N, ...]. y: targets [N, ...].
+        loss_fn: mean-reduced loss (default cross-entropy on logits).
 
     Returns:
-        tensor [...] of function values.
+        tensor [N, P] (P = number of parameters), detached, on the parameters' device.
 
-    Source: Rosenbrock 1960.
+    Raises:
+        TypeError: ``model`` not an nn.Module. ValueError: x and y of different lengths.
+
+    Source: ``torch.func.vmap(torch.func.grad(...))`` over examples (torch.func tutorial
+    "per-sample gradients").
     """
-    if xy.shape[-1] != 2:
-        raise ValueError(f"xy must have last dimension 2, got shape {tuple(xy.shape)}")
-    return (a - xy[..., 0]) ** 2 + b * (xy[..., 1] - xy[..., 0] ** 2) ** 2
+    from torch.func import functional_call, grad, vmap
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"x and y must have the same length, got {x.shape[0]} and {y.shape[0]}")
+    params = {k: v.detach() for k, v in model.named_parameters()}
+
+    def one(p, xi, yi):
+        return loss_fn(functional_call(model, p, (xi[None],)), yi[None])
+
+    g = vmap(grad(one), in_dims=(None, 0, 0))(params, x, y)
+    return torch.cat([v.flatten(1) for v in g.values()], dim=1)
 
 
-def trajectory(
-    fn: Callable[[torch.Tensor], torch.Tensor],
-    start: Sequence[float],
-    make_optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer],
-    steps: int,
-) -> np.ndarray:
-    """Run an optimizer on a 2-D function from ``start`` and record the iterates.
-
-    Args:
-        fn: maps a [2] tensor to a scalar (e.g. :func:`quadratic`).
-        start: (x0, y0).
-        make_optimizer: ``params -> optimizer``, e.g. ``lambda p: optim.SGD(p, lr=0.01)``.
-        steps: number of optimizer steps (>= 1).
-
-    Returns:
-        float64 array [steps + 1, 2] of points (row 0 is the start). Non-finite points are kept
-        (a diverging run is shown as diverging).
-    """
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-    if len(start) != 2:
-        raise ValueError(f"start must be a pair (x0, y0), got {start!r}")
-    w = torch.tensor([float(s) for s in start], dtype=torch.float64, requires_grad=True)
-    opt = make_optimizer([w])
-    out = np.empty((steps + 1, 2))
-    out[0] = w.detach().numpy()
-    for t in range(steps):
-        opt.zero_grad()
-        fn(w).backward()
-        opt.step()
-        out[t + 1] = w.detach().numpy()
-    return out
+# ---------------------------------------------------------------- pictures of 2-D functions
 
 
 def contour_grid(
@@ -390,9 +372,18 @@ def contour_grid(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Evaluate a 2-D function on a grid for ``ax.contour``.
 
+    Args:
+        fn: maps points [..., 2] (float64) to values [...].
+        xlim, ylim: (low, high) ranges. n: grid points per axis (>= 2).
+
     Returns:
         (X, Y, Z), float64 arrays [n, n].
+
+    Raises:
+        ValueError: ``n < 2``.
     """
+    if not isinstance(n, int) or n < 2:
+        raise ValueError(f"n must be an int >= 2, got {n!r}")
     xs = torch.linspace(*xlim, n, dtype=torch.float64)
     ys = torch.linspace(*ylim, n, dtype=torch.float64)
     X, Y = torch.meshgrid(xs, ys, indexing="xy")
@@ -413,7 +404,9 @@ def plot_trajectories(
     """Contour plot of ``fn`` with one labelled trajectory per entry of ``paths``.
 
     Args:
-        ax: matplotlib axes. paths: label -> array [T, 2] (from :func:`trajectory`).
+        ax: matplotlib axes. fn: maps points [..., 2] to values [...].
+        paths: label -> array [T, 2] of iterates.
+        xlim, ylim: the plotted ranges.
         log_levels: geometric contour levels (good for Rosenbrock and quadratics).
     """
     X, Y, Z = contour_grid(fn, xlim, ylim)

@@ -1,28 +1,31 @@
-"""Loss-landscape smoothness along the training trajectory (Santurkar et al. 2018).
+"""Probes: measurements of a network or its data that leave the network untouched.
 
-Santurkar, Tsipras, Ilyas & Madry 2018, "How Does Batch Normalization Help Optimization?",
-arXiv:1805.11604, Sec. 3.1 / Fig. 4 measure, at points w visited by training, what happens when
-one moves along the gradient g = grad L(w) by steps eta in a range:
+* :func:`gradient_direction_probe`: the loss and its gradient at points w - eta * grad L(w) along
+  the gradient (Santurkar, Tsipras, Ilyas & Madry 2018, "How Does Batch Normalization Help
+  Optimization?", arXiv:1805.11604, Sec. 3.1 / Fig. 4). From its raw output a notebook computes
+  the paper's three measures: the loss variation, the gradient predictiveness and the
+  effective beta-smoothness.
+* :class:`BatchMeans`: a forward hook recording the per-unit batch mean of a layer's output at
+  every training step (the input distribution the next layer sees; Ioffe & Szegedy 2015,
+  arXiv:1502.03167), with a switch that pauses it while a probe runs extra forward passes.
+* :func:`active_fraction`: per unit, the fraction of the data a layer's output passes (> 0).
+* :func:`eval_in_train_mode`: accuracy with normalisation layers using each test batch's own
+  statistics.
+* :func:`layer_grad_norms`: the weight-gradient norm of every linear/conv layer.
+* :func:`second_moment_spectrum`: the eigenvalues of E[x x^T] of a data set (LeCun, Bottou, Orr
+  & Mueller 1998, "Efficient BackProp").
 
-* **loss variation** ("Lipschitzness of the loss"): the range max - min over eta of
-  L(w - eta g);
-* **gradient predictiveness**: the l2 distances ||grad L(w - eta g) - grad L(w)|| (small and
-  stable = the gradient at w predicts the gradient where the step lands);
-* **effective beta-smoothness**: max over eta of
-  ||grad L(w - eta g) - grad L(w)|| / ||eta g||, a local, along-the-trajectory estimate of the
-  gradient's Lipschitz constant (for a quadratic it is ||H g|| / ||g|| <= top Hessian eigenvalue).
-
-:func:`gradient_direction_probe` measures these at one point without changing the model (its
-parameters AND buffers, e.g. BatchNorm running statistics, are left untouched);
-:func:`train_with_probes` trains with SGD and probes every few steps. Hessian-based measures
-(top eigenvalue, slices) live in ``utils.landscape``.
+Hessian-based measures (Hessian-vector products, top eigenvalue, slices) live in
+``utils.instruments.landscape``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,11 +33,23 @@ from torch.func import functional_call
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-__all__ = ["gradient_direction_probe", "train_with_probes"]
+__all__ = [
+    "gradient_direction_probe",
+    "BatchMeans",
+    "active_fraction",
+    "eval_in_train_mode",
+    "layer_grad_norms",
+    "second_moment_spectrum",
+]
 
 
 def _check_steps(step_sizes: Sequence[float]) -> list[float]:
-    steps = [float(s) for s in step_sizes]
+    try:
+        steps = [float(s) for s in step_sizes]
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"step_sizes must be a non-empty sequence of finite numbers > 0, got {step_sizes!r}"
+        ) from None
     if not steps or any(not (s > 0 and math.isfinite(s)) for s in steps):
         raise ValueError(
             f"step_sizes must be a non-empty sequence of finite numbers > 0, got {step_sizes!r}"
@@ -63,28 +78,38 @@ def gradient_direction_probe(
     *,
     loss_fn: LossFn = F.cross_entropy,
 ) -> dict:
-    """Move from the current weights w along -grad L(w) by each step size; measure L and grad.
+    """Move from the current weights w along -g = -grad L(w) by each step size; measure L, grad.
 
     The model is evaluated in its current mode (call ``model.train()`` to probe with batch
     statistics, as training sees the loss). Only parameters with ``requires_grad`` move.
-    Stochastic layers (dropout, noisy BatchNorm) make the probe noisy: probe deterministic nets.
+    Stochastic layers (dropout, noisy BatchNorm) make the probe itself noisy.
+
+    From the output, Santurkar et al. (2018) define, at the point w:
+
+    * loss variation: ``max - min`` of ``[loss, *losses]``;
+    * gradient predictiveness: ``max - min`` of ``grad_dist`` (small = the gradient at w
+      predicts the gradient where the step lands);
+    * effective beta-smoothness: ``max`` of ``grad_dist[k] / (step_sizes[k] * grad_norm)``,
+      a local estimate of the gradient's Lipschitz constant along the step (on a quadratic
+      with Hessian H it is ``||H g|| / ||g||`` for every step size).
 
     Args:
-        model: the network; not modified (parameters and buffers are restored/cloned).
+        model: the network; not modified (parameters and buffers, e.g. BatchNorm running
+            statistics, are left as they were; no ``.grad`` is written).
         x: inputs [B, ...] on the model's device; y: targets [B] (int64 class labels for the
             default cross-entropy).
-        step_sizes: K step lengths eta > 0 (units of the learning rate: w' = w - eta * g).
-        loss_fn: mean-reduced loss ``loss_fn(logits, y)``.
+        step_sizes: K step lengths eta > 0 (w' = w - eta * g, so in units of a learning rate).
+        loss_fn: mean-reduced loss ``loss_fn(output, y)``.
 
     Returns:
-        dict with ``loss`` L(w), ``grad_norm`` ||g||, per step size (lists of K floats)
-        ``losses`` L(w - eta g), ``grad_dist`` ||grad L(w - eta g) - g|| and ``beta`` =
-        grad_dist / (eta ||g||); and the summaries ``loss_range`` (max - min of ``losses`` with
-        L(w) included), ``grad_range`` (max - min of ``grad_dist``) and ``beta_max`` (the
-        effective beta-smoothness, max of ``beta``). NaN where the loss overflowed.
+        dict: ``loss`` L(w) (float), ``grad_norm`` ||g|| (float, l2 over all moving
+        parameters), ``step_sizes`` (the K floats), and per step size (lists of K floats)
+        ``losses`` L(w - eta g) and ``grad_dist`` ||grad L(w - eta g) - g||; NaN where the loss
+        or the gradient overflowed.
 
     Raises:
-        ValueError: empty or non-positive ``step_sizes``; x and y of different lengths.
+        ValueError: empty, non-finite or non-positive ``step_sizes``; x and y of different
+            lengths.
 
     Source: Santurkar et al. 2018, arXiv:1805.11604, Sec. 3.1 and Fig. 4.
     """
@@ -95,8 +120,7 @@ def gradient_direction_probe(
     frozen = {k: p for k, p in model.named_parameters() if not p.requires_grad}
     buffers = {**dict(model.named_buffers()), **{k: p.detach() for k, p in frozen.items()}}
     loss0, g = _loss_and_grad(model, params, buffers, loss_fn, x, y)
-    gnorm = _norm(g.values())
-    losses, dists, betas = [], [], []
+    losses, dists = [], []
     for eta in steps:
         moved = {k: p.detach() - eta * g[k] for k, p in params.items()}
         loss, g2 = _loss_and_grad(model, moved, buffers, loss_fn, x, y)
@@ -104,120 +128,165 @@ def gradient_direction_probe(
         ok = math.isfinite(loss) and math.isfinite(dist)
         losses.append(loss if ok else math.nan)
         dists.append(dist if ok else math.nan)
-        betas.append(dist / (eta * gnorm) if ok and gnorm > 0 else math.nan)
-    finite = [v for v in losses if math.isfinite(v)]
     return {
         "loss": loss0,
-        "grad_norm": gnorm,
+        "grad_norm": _norm(g.values()),
         "step_sizes": steps,
         "losses": losses,
         "grad_dist": dists,
-        "beta": betas,
-        "loss_range": (
-            max([loss0, *finite]) - min([loss0, *finite])
-            if len(finite) == len(losses)
-            else math.nan
-        ),
-        "grad_range": (max(dists) - min(dists) if all(map(math.isfinite, dists)) else math.nan),
-        "beta_max": max(betas) if all(map(math.isfinite, betas)) else math.nan,
     }
 
 
-def train_with_probes(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    lr: float,
-    steps: int,
-    batch_size: int = 128,
-    probe_every: int = 10,
-    probe_multipliers: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0),
-    seed: int = 0,
-    loss_fn: LossFn = F.cross_entropy,
-    watch: nn.Module | None = None,
-) -> dict[str, list]:
-    """Plain SGD on shuffled mini-batches, probing the landscape along the gradient as it goes.
+class BatchMeans:
+    """Record the per-unit batch mean of ``layer``'s output at every forward pass.
 
-    Every ``probe_every`` steps (and at step 0), before the update, the current mini-batch is
-    probed with :func:`gradient_direction_probe` at step sizes ``lr * probe_multipliers``.
-    If ``watch`` is given, the per-unit batch mean of its output (the next layer's input) is
-    recorded at every step: how much it drifts from step to step is a simple measure of the
-    input-distribution shift that layer sees (internal covariate shift, Ioffe & Szegedy 2015).
+    Use as a context manager around training (the hook is removed on exit); ``means`` is the
+    list of recorded [units] tensors, one per forward pass (per training step when only the
+    training loop runs the model). A probe's extra forward passes are not training steps: run
+    them inside ``with recorder.paused():``. For an output [N, C, ...] the mean is over N and
+    the trailing dimensions (per channel).
 
-    Args:
-        model: trained in place, in train mode. x [N, ...], y [N]: training data on its device.
-        lr: SGD learning rate (> 0). steps: optimizer steps (>= 1). batch_size: >= 1.
-        probe_every: probe period in steps (>= 1). probe_multipliers: step sizes in units of lr.
-        seed: seeds the mini-batch order. loss_fn: mean-reduced loss. watch: optional submodule.
+    Example::
 
-    Returns:
-        dict of lists: ``step_loss`` (per step), ``probe_step``, ``loss_range``, ``grad_range``,
-        ``beta_max``, ``grad_norm`` (per probe); with ``watch``: ``unit_means`` (per step, a
-        [units] tensor). ``diverged``: True if the loss became non-finite (training stops).
+        with probes.BatchMeans(net.net[4]) as watch:
+            train.fit(net, x, y, optimizer=opt, steps=150)
+        shift = torch.stack(watch.means).diff(dim=0).abs().mean()
 
     Raises:
-        ValueError: non-positive lr, steps, batch_size or probe_every.
+        TypeError: ``layer`` is not an ``nn.Module``.
     """
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr!r}")
-    for name, v in (("steps", steps), ("batch_size", batch_size), ("probe_every", probe_every)):
-        if not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
-    multipliers = _check_steps(probe_multipliers)
-    g = torch.Generator().manual_seed(int(seed))
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
-    hist: dict[str, list] = {
-        "step_loss": [],
-        "probe_step": [],
-        "loss_range": [],
-        "grad_range": [],
-        "beta_max": [],
-        "grad_norm": [],
-    }
-    seen: list[torch.Tensor] = []
-    probing = [False]  # the probe's forward passes are not training steps: do not record them
 
-    def record(_module, _inputs, out):
-        if not probing[0]:
-            seen.append(
-                out.detach().flatten(2).mean(dim=(0, 2)) if out.dim() > 2 else out.detach().mean(0)
-            )
+    def __init__(self, layer: nn.Module):
+        if not isinstance(layer, nn.Module):
+            raise TypeError(f"layer must be an nn.Module, got {type(layer).__name__}")
+        self.layer = layer
+        self.means: list[torch.Tensor] = []
+        self._paused = False
+        self._handle = None
 
-    handle = watch.register_forward_hook(record) if watch is not None else None
-    if watch is not None:
-        hist["unit_means"] = seen
-    diverged = False
+    def _record(self, _module, _inputs, out) -> None:
+        if not self._paused:
+            out = out.detach()
+            self.means.append(out.flatten(2).mean(dim=(0, 2)) if out.dim() > 2 else out.mean(0))
+
+    def __enter__(self) -> BatchMeans:
+        self._handle = self.layer.register_forward_hook(self._record)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Stop recording inside the block (e.g. while a probe runs its own forward passes)."""
+        before, self._paused = self._paused, True
+        try:
+            yield
+        finally:
+            self._paused = before
+
+
+@torch.no_grad()
+def eval_in_train_mode(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
+) -> float:
+    """Accuracy when normalisation layers use the statistics of each test batch of
+    ``batch_size`` (train mode) instead of their running estimates.
+
+    Args:
+        model: classifier; its state (running statistics) and mode are restored afterwards.
+        x: inputs [N, ...]; y: int64 labels [N]. batch_size: int >= 2 (a batch of 1 has no
+            batch statistics); the last incomplete batch is dropped.
+
+    Returns:
+        accuracy in [0, 1] over the ``(N // batch_size) * batch_size`` examples used.
+
+    Raises:
+        ValueError: ``batch_size`` not an int >= 2 or larger than N.
+    """
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 2:
+        raise ValueError(f"batch_size must be an int >= 2, got {batch_size!r}")
+    if batch_size > x.shape[0]:
+        raise ValueError(f"batch_size must be <= len(x) = {x.shape[0]}, got {batch_size}")
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    was = model.training
     model.train()
-    n, step = x.shape[0], 0
+    correct = total = 0
     try:
-        while step < steps and not diverged:
-            order = torch.randperm(n, generator=g).to(x.device)
-            for i in range(0, max(n - batch_size, 0) + 1, batch_size):
-                idx = order[i : i + batch_size]
-                xb, yb = x[idx], y[idx]
-                if step % probe_every == 0:
-                    probing[0] = True
-                    p = gradient_direction_probe(
-                        model, xb, yb, [lr * m for m in multipliers], loss_fn=loss_fn
-                    )
-                    probing[0] = False
-                    hist["probe_step"].append(step)
-                    for k in ("loss_range", "grad_range", "beta_max", "grad_norm"):
-                        hist[k].append(p[k])
-                opt.zero_grad(set_to_none=True)
-                loss = loss_fn(model(xb), yb)
-                loss.backward()
-                opt.step()
-                step += 1
-                hist["step_loss"].append(float(loss.detach()))
-                if not math.isfinite(hist["step_loss"][-1]):
-                    diverged = True
-                    break
-                if step >= steps:
-                    break
+        for i in range(0, x.shape[0] - batch_size + 1, batch_size):
+            out = model(x[i : i + batch_size])
+            correct += int((out.argmax(1) == y[i : i + batch_size]).sum())
+            total += batch_size
     finally:
-        if handle is not None:
-            handle.remove()
-    hist["diverged"] = diverged  # type: ignore[assignment]
-    return hist
+        model.load_state_dict(state)
+        model.train(was)
+    return correct / total
+
+
+@torch.no_grad()
+def active_fraction(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Per unit, the fraction of the examples of x for which ``layer``'s output is > 0.
+
+    The model runs once on all of x in train mode, so BatchNorm layers normalise with the
+    statistics of x itself (the population, not running estimates, which at initialisation are
+    mean 0 / variance 1); the model's state (running statistics) and mode are restored.
+    Applied to a BatchNorm that feeds a ReLU, this is the fraction of the data each unit lets
+    through: with BN output gamma * x_hat + beta, the fraction P(x_hat > -beta / gamma).
+
+    Args:
+        model: the network; ``layer``: one of its submodules. x: inputs [N, ...].
+
+    Returns:
+        float tensor [units] with values in [0, 1] (units = output channels for [N, C, ...]).
+    """
+    seen = []
+    handle = layer.register_forward_hook(lambda _m, _i, out: seen.append((out > 0).float()))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    was = model.training
+    model.train()
+    try:
+        model(x)
+    finally:
+        handle.remove()
+        model.load_state_dict(state)
+        model.train(was)
+    return seen[0].flatten(2).mean(dim=(0, 2)) if seen[0].dim() > 2 else seen[0].mean(0)
+
+
+def layer_grad_norms(model: nn.Module) -> list[float]:
+    """l2 norm of the weight gradient of every Linear/Conv1d/Conv2d layer, in module order.
+
+    Call after ``loss.backward()`` (e.g. from ``train.fit``'s ``on_step``). A layer without a
+    gradient gives NaN.
+    """
+    out = []
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+            g = m.weight.grad
+            out.append(float(g.norm()) if g is not None else math.nan)
+    return out
+
+
+def second_moment_spectrum(x: torch.Tensor) -> np.ndarray:
+    """Eigenvalues (descending) of the input second-moment matrix E[x x^T] = X^T X / N.
+
+    For a linear model with squared loss this matrix IS the Hessian (up to a factor 2), so its
+    largest eigenvalue sets the largest stable gradient-descent step (2 / lambda_max) and the
+    spread lambda_max / lambda_i how slowly the low-curvature directions converge (LeCun,
+    Bottou, Orr & Mueller 1998, "Efficient BackProp", Sec. 4.3 and 5).
+
+    Args:
+        x: [N, D] float tensor (computed in float64 on the CPU).
+
+    Returns:
+        numpy float64 array [D], descending.
+
+    Raises:
+        ValueError: x is not 2-D.
+    """
+    if x.dim() != 2:
+        raise ValueError(f"x must be [N, D], got shape {tuple(x.shape)}")
+    xd = x.detach().double().cpu()
+    return np.linalg.eigvalsh((xd.T @ xd / xd.shape[0]).numpy())[::-1].copy()

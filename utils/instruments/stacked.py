@@ -2,18 +2,24 @@
 
 M copies of one architecture (different seeds, learning rates or data orders) are stored as
 one dict of stacked tensors ``{name: [M, *shape]}``; the loss gradient of all M models is one
-vectorised call, and the optimizer update is written functionally on the stacked tensors with
-a per-model learning rate ``lr: [M]``. On a CPU, small models are dominated by per-call Python
-and dispatch overhead, so this is many times faster than a loop over M models (see
-``utils/bench/sweep.py``). The updates follow torch.optim's formulas exactly (SGD with
-momentum/dampening/Nesterov/weight decay, Adam, AdamW, RMSprop), so a stacked run equals M
-separate ``torch.optim`` runs with the same initialisation and data order (tests/test_sweep.py).
+vectorised call, and the optimizer update is the from-scratch update function of
+:mod:`utils.scratch.optim` (``sgd_update_``, ``adam_update_``, ...) applied to each stacked
+tensor with a per-model learning rate ``lr: [M]`` (broadcast as ``[M, 1, ...]``). So a sweep runs
+the very code of ``utils.scratch.optim`` that the notebooks read, and a stacked run equals M
+separate runs of the from-scratch class (and of ``torch.optim``) with the same initialisation
+and data order, up to floating-point rounding (``tests/test_stacked.py``). On a CPU, small
+models are dominated by per-call Python and dispatch overhead, so this is many times faster than
+a loop over M models (``utils/tooling/bench/sweep.py``).
 
 Typical use::
 
-    base, params = sweep.init_stack(lambda: models.MLP(64, [32], 10), seeds)
-    tr = sweep.StackedTrainer(base, params, optimizer="sgd", lr=torch.logspace(-3, 0, M))
-    hist = sweep.fit_stacked(tr, x, y, epochs=5, batch_size=64, seeds=seeds)
+    base, params = stacked.init_stack(lambda: models.MLP(64, [32], 10), seeds)
+    tr = stacked.StackedTrainer(base, params, optimizer="sgd", lr=torch.logspace(-3, 0, M))
+    hist = stacked.fit_stacked(tr, x, y, epochs=5, batch_size=64, seeds=seeds)
+
+:func:`fit_stacked` is the stacked twin of :func:`utils.core.train.fit` (same data order per
+seed, same step/epoch budgets, ``evals`` every k steps, ``on_step`` stopping); it is the one
+training loop besides ``train.fit``.
 
 Models with buffers (BatchNorm running statistics) are not supported: their in-place buffer
 updates cannot be vmapped. Source: ``torch.func.stack_module_state`` / ``vmap`` /
@@ -23,7 +29,9 @@ updates cannot be vmapped. Source: ``torch.func.stack_module_state`` / ``vmap`` 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, Sequence
+import itertools
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -31,8 +39,35 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+from ..scratch import optim
+
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+# optimizer name -> (from-scratch class, its per-tensor update function, the hyperparameters
+# the function takes). The class validates the hyperparameters and supplies their defaults.
+_ADAM_KEYS = ("betas", "eps", "weight_decay", "amsgrad", "decoupled_weight_decay", "form")
+UPDATES = {
+    "sgd": (optim.SGD, optim.sgd_update_, ("momentum", "dampening", "weight_decay", "nesterov")),
+    "adagrad": (
+        optim.Adagrad,
+        optim.adagrad_update_,
+        ("lr_decay", "weight_decay", "initial_accumulator_value", "eps"),
+    ),
+    "adadelta": (optim.Adadelta, optim.adadelta_update_, ("rho", "eps", "weight_decay")),
+    "rmsprop": (
+        optim.RMSprop,
+        optim.rmsprop_update_,
+        ("alpha", "eps", "weight_decay", "momentum", "centered"),
+    ),
+    "adam": (optim.Adam, optim.adam_update_, _ADAM_KEYS),
+    "adamw": (optim.AdamW, optim.adam_update_, _ADAM_KEYS),
+    "radam": (
+        optim.RAdam,
+        optim.radam_update_,
+        ("betas", "eps", "weight_decay", "decoupled_weight_decay"),
+    ),
+}
+OPTIMIZERS = tuple(UPDATES)
 
 
 def stack_models(models: Sequence[nn.Module]) -> tuple[nn.Module, dict[str, torch.Tensor]]:
@@ -47,6 +82,7 @@ def stack_models(models: Sequence[nn.Module]) -> tuple[nn.Module, dict[str, torc
 
     Raises:
         ValueError: empty list, models with buffers, or mismatching parameter shapes.
+        TypeError: an element that is not an ``nn.Module``.
     """
     models = list(models)
     if not models:
@@ -68,7 +104,11 @@ def init_stack(
     make_model: Callable[[], nn.Module], seeds: Sequence[int]
 ) -> tuple[nn.Module, dict[str, torch.Tensor]]:
     """Build ``len(seeds)`` models, model i after ``torch.manual_seed(seeds[i])``, and stack
-    them (see :func:`stack_models`). Model i equals ``make_model()`` built under that seed."""
+    them (see :func:`stack_models`). Model i equals ``make_model()`` built under that seed.
+
+    Raises:
+        ValueError: empty ``seeds``.
+    """
     if len(seeds) < 1:
         raise ValueError("seeds must be a non-empty sequence of ints")
     models = []
@@ -90,8 +130,12 @@ def to_module(
 
     Args:
         base: architecture from :func:`stack_models` (meta device) or any instance.
+        params: the stacked parameters. i: model index in ``[0, M)``.
         like: optional instance to load into (otherwise ``base`` is copied to the params'
             device with ``to_empty``).
+
+    Raises:
+        ValueError: ``i`` out of range.
     """
     n = next(iter(params.values())).shape[0]
     if not 0 <= i < n:
@@ -103,46 +147,66 @@ def to_module(
 
 
 def batch_indices(
-    n: int, batch_size: int, seeds: Sequence[int], epochs: int
+    n: int, batch_size: int, seeds: Sequence[int], epochs: int | None
 ) -> Iterator[torch.Tensor]:
     """Per-model mini-batch indices, each model shuffling with its own seed.
 
     Model i's order in every epoch is ``torch.randperm(n, generator=g_i)`` with ``g_i`` seeded
-    once with ``seeds[i]``: the same order :func:`utils.train.fit` uses with ``seed=seeds[i]``.
-    The last batch of an epoch may be smaller (not dropped), as in ``fit``.
+    once with ``seeds[i]``: the order :func:`utils.core.train.fit` uses with ``seed=seeds[i]``
+    (``sampling="shuffle"``). The last batch of an epoch may be smaller (not dropped), as in
+    ``fit``.
+
+    Args:
+        n: examples (>= 1). batch_size: >= 1. seeds: one int per model.
+        epochs: passes over the data (>= 1), or None for an endless stream.
 
     Yields:
         int64 tensors [M, b] (b = batch_size except possibly the last batch of an epoch).
+
+    Raises:
+        ValueError: bad batch_size or epochs.
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
+    if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
+        raise ValueError(f"epochs must be None or an int >= 1, got {epochs!r}")
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
-    for _ in range(epochs):
+    epoch = 0
+    while epochs is None or epoch < epochs:
         orders = torch.stack([torch.randperm(n, generator=g) for g in gens])
         for i in range(0, n, batch_size):
             yield orders[:, i : i + batch_size]
+        epoch += 1
 
 
 class StackedTrainer:
-    """M models trained in lock-step by one vmapped gradient call and a functional optimizer.
+    """M models trained in lock-step by one vmapped gradient call and a from-scratch update.
 
     Args:
         base: architecture (from :func:`stack_models`).
         params: stacked parameters {name: [M, ...]}; updated in place (``self.params``).
-        optimizer: ``"sgd"``, ``"adam"``, ``"adamw"`` or ``"rmsprop"``.
+        optimizer: one of :data:`OPTIMIZERS` (``"sgd"``, ``"adagrad"``, ``"adadelta"``,
+            ``"rmsprop"``, ``"adam"``, ``"adamw"``, ``"radam"``).
         lr: learning rate per model: float or tensor/sequence [M] (>= 0). May be changed
-            between steps (``trainer.lr = ...``), e.g. for schedules or to freeze a model (0).
-        momentum, dampening, nesterov: as ``torch.optim.SGD`` (momentum also for RMSprop).
-        betas, eps: as ``torch.optim.Adam``/``AdamW``; ``alpha``, ``eps``: as ``RMSprop``.
-        weight_decay: L2 added to the gradient (SGD, Adam, RMSprop) or decoupled (AdamW).
+            between steps (``trainer.lr = ...``), e.g. for schedules or to freeze a model (lr 0
+            leaves its weights unchanged; its optimizer state still updates).
         loss_fn: mean-reduced ``loss_fn(output, target)``.
+        **hyper: the optimizer's hyperparameters, named and defaulted as in the from-scratch
+            class (e.g. ``momentum``, ``nesterov`` for SGD; ``betas``, ``eps``,
+            ``weight_decay`` for Adam; AdamW's default ``weight_decay`` is 1e-2). They are
+            validated by constructing that class, so errors read like torch.optim's.
+
+    Attributes:
+        hyper: the full hyperparameters passed to the update function every step.
+        state: per parameter name, the update function's state dict (stacked tensors).
+        t: steps taken.
 
     Raises:
-        ValueError/TypeError: unknown optimizer, negative hyperparameters, wrong lr length.
+        ValueError: unknown optimizer, a bad hyperparameter value, a bad lr.
+        TypeError: a hyperparameter the optimizer does not have.
 
-    Source: update rules of torch.optim.SGD/Adam/AdamW/RMSprop (single-tensor path).
+    Source: the update functions of :mod:`utils.scratch.optim` (torch.optim's single-tensor
+    path, proven equal in ``tests/test_optim.py``).
     """
 
     def __init__(
@@ -152,40 +216,22 @@ class StackedTrainer:
         *,
         optimizer: str = "sgd",
         lr: float | Sequence[float] | torch.Tensor = 0.01,
-        momentum: float = 0.0,
-        dampening: float = 0.0,
-        nesterov: bool = False,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        alpha: float = 0.99,
-        weight_decay: float | None = None,
         loss_fn: LossFn = F.cross_entropy,
+        **hyper,
     ):
-        if optimizer not in OPTIMIZERS:
+        if optimizer not in UPDATES:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
         if not params:
             raise ValueError("params must be a non-empty dict of stacked tensors")
-        for name, val in (
-            ("momentum", momentum),
-            ("dampening", dampening),
-            ("eps", eps),
-            ("alpha", alpha),
-        ):
-            if not val >= 0:
-                raise ValueError(f"{name} must be >= 0, got {val!r}")
-        if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
-            raise ValueError(f"betas must be in [0, 1), got {betas!r}")
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError("nesterov requires momentum > 0 and dampening = 0")
-        if weight_decay is None:
-            weight_decay = 0.01 if optimizer == "adamw" else 0.0
-        if not weight_decay >= 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        cls, update, keys = UPDATES[optimizer]
+        unknown = sorted(set(hyper) - set(keys))
+        if unknown:
+            raise TypeError(f"{optimizer} has no hyperparameter {unknown}; it takes {keys}")
+        group = cls([torch.zeros(1)], lr=0.0, **hyper).param_groups[0]  # validates, fills defaults
+        self.hyper = {k: group[k] for k in keys}
         self.base, self.params = base, params
         self.n_models = next(iter(params.values())).shape[0]
-        self.optimizer = optimizer
-        self.momentum, self.dampening, self.nesterov = momentum, dampening, nesterov
-        self.betas, self.eps, self.alpha, self.weight_decay = betas, eps, alpha, weight_decay
+        self.optimizer, self._update = optimizer, update
         self.loss_fn = loss_fn
         self.lr = lr
         self.t = 0
@@ -218,9 +264,6 @@ class StackedTrainer:
             raise ValueError("lr must be >= 0")
         self._lr = lr
 
-    def _per_model(self, v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        return v.view(-1, *([1] * (like.dim() - 1)))
-
     def grads(
         self, x: torch.Tensor, y: torch.Tensor, *, per_model: bool = False
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -232,44 +275,12 @@ class StackedTrainer:
 
     @torch.no_grad()
     def apply(self, grads: dict[str, torch.Tensor]) -> None:
-        """One optimizer update of every model from the stacked gradients."""
+        """One optimizer update of every model from the stacked gradients: the from-scratch
+        update function on each stacked tensor, with lr broadcast as ``[M, 1, ...]``."""
         self.t += 1
-        t = self.t
-        b1, b2 = self.betas
-        for name, p in self.params.items():
-            g = grads[name]
-            lr = self._per_model(self._lr, p)
-            st = self.state[name]
-            if self.optimizer == "adamw":
-                p.mul_(1 - lr * self.weight_decay)
-            elif self.weight_decay:
-                g = g + self.weight_decay * p
-            if self.optimizer == "sgd":
-                if self.momentum:
-                    if "buf" not in st:
-                        st["buf"] = g.clone()  # torch.optim.SGD: first buffer = gradient
-                    else:
-                        st["buf"].mul_(self.momentum).add_(g, alpha=1 - self.dampening)
-                    g = g + self.momentum * st["buf"] if self.nesterov else st["buf"]
-                p.sub_(lr * g)
-            elif self.optimizer in ("adam", "adamw"):
-                if "m" not in st:
-                    st["m"], st["v"] = torch.zeros_like(p), torch.zeros_like(p)
-                st["m"].lerp_(g, 1 - b1)
-                st["v"].mul_(b2).addcmul_(g, g, value=1 - b2)
-                denom = (st["v"].sqrt() / (1 - b2**t) ** 0.5).add_(self.eps)
-                p.sub_(lr / (1 - b1**t) * st["m"] / denom)
-            else:  # rmsprop
-                if "v" not in st:
-                    st["v"] = torch.zeros_like(p)
-                st["v"].mul_(self.alpha).addcmul_(g, g, value=1 - self.alpha)
-                step = g / (st["v"].sqrt() + self.eps)
-                if self.momentum:
-                    st["buf"] = (
-                        st["buf"].mul_(self.momentum).add_(step) if "buf" in st else step.clone()
-                    )
-                    step = st["buf"]
-                p.sub_(lr * step)
+        for name, w in self.params.items():
+            lr = self._lr.view(-1, *([1] * (w.dim() - 1)))
+            self._update(w, grads[name], self.state[name], lr=lr, **self.hyper)
 
     def step(self, x: torch.Tensor, y: torch.Tensor, *, per_model: bool = False) -> torch.Tensor:
         """Gradient step of all models on a batch; returns the pre-step losses [M].
@@ -292,10 +303,9 @@ class StackedTrainer:
         """Loss of every model on shared (x, y): tensor [M]."""
         return vmap(self._loss_one, in_dims=(0, None, None))(self.params, x, y)
 
-    @torch.no_grad()
-    def accuracy(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Classification accuracy of every model on shared (x, y): tensor [M] in [0, 1]."""
-        return (self.predict(x).argmax(-1) == y).float().mean(-1)
+
+def _as_numpy(value) -> np.ndarray:
+    return torch.as_tensor(value).detach().cpu().numpy()
 
 
 def fit_stacked(
@@ -303,48 +313,120 @@ def fit_stacked(
     x: torch.Tensor,
     y: torch.Tensor,
     *,
-    epochs: int,
+    epochs: int | None = None,
+    steps: int | None = None,
     batch_size: int,
     seeds: Sequence[int],
+    per_model_data: bool = False,
     lr_schedule: Callable[[int], torch.Tensor | float] | None = None,
-    eval_every: int = 0,
+    evals: Mapping[str, Callable[[StackedTrainer], torch.Tensor | float]] | None = None,
+    eval_every: int | None = None,
+    on_step: Callable[[int, StackedTrainer], bool | None] | None = None,
 ) -> dict[str, np.ndarray]:
     """Mini-batch training of all stacked models, model i shuffling with ``seeds[i]``.
 
+    The stacked twin of :func:`utils.core.train.fit`: the same data order per seed, the same
+    budgets, ``evals``/``eval_every`` and ``on_step`` semantics. Unlike ``fit`` it does not stop
+    when a loss becomes non-finite: in a sweep a diverged model is a result. With
+    ``batch_size >= N`` (full batch) every step uses all examples in their stored order: the mean
+    loss does not depend on the order, so results equal ``fit``'s up to rounding.
+
     Args:
         trainer: the :class:`StackedTrainer`.
-        x, y: the training set, shared by all models ([N, ...], [N]); use
-            ``batch_size=N`` for full-batch gradient descent.
-        epochs, batch_size: as in :func:`utils.train.fit`.
+        x, y: the training set, shared by all models ([N, ...], [N, ...]); or, with
+            ``per_model_data``, one training set per model ([M, N, ...], [M, N, ...]; e.g.
+            ``x.expand(M, *x.shape)`` with per-model noisy labels). ``batch_size=N`` is
+            full-batch gradient descent.
+        epochs / steps: the budget in passes over the data or in steps; give one (``epochs``
+            defaults to 1 when neither is given); with both, whichever ends first.
+        batch_size: examples per step and model (>= 1).
         seeds: one data-order seed per model (length M).
-        lr_schedule: optional ``step -> lr`` (float or [M]) called before every step
-            (step counts from 0).
-        eval_every: if > 0, record the full training loss every this many steps.
+        per_model_data: see ``x, y``.
+        lr_schedule: optional ``step -> lr`` (float or [M]) set before every step (step counts
+            the steps already taken, from 0).
+        evals: name -> ``f(trainer)`` returning a tensor [M] (or a float), recorded after the
+            last step and, with ``eval_every``, also at step 0 and every ``eval_every`` steps.
+        eval_every: period of ``evals`` in steps (>= 1), or None.
+        on_step: ``on_step(step, trainer)`` after every step (``step`` = steps taken);
+            returning True stops training (e.g. every model reached a target).
 
     Returns:
-        dict with ``step_loss`` float array [steps, M] (mini-batch loss before each step) and,
-        if ``eval_every``, ``eval_step`` [K] and ``train_loss`` [K, M].
+        dict of numpy arrays: ``step_loss`` [steps, M] (mini-batch loss before each step), and
+        with ``evals`` ``eval_step`` [K] and one array [K, M] (or [K]) per name.
+
+    Raises:
+        ValueError: seeds of the wrong length, bad budgets, or data of the wrong shape.
     """
-    if len(seeds) != trainer.n_models:
-        raise ValueError(
-            f"seeds must have one entry per model ({trainer.n_models}), got {len(seeds)}"
-        )
-    x_dev = next(iter(trainer.params.values())).device
-    x, y = x.to(x_dev), y.to(x_dev)
-    losses, ev_steps, ev_loss = [], [], []
-    per_model = trainer.n_models > 1 and batch_size < x.shape[0]
-    for step, idx in enumerate(batch_indices(x.shape[0], batch_size, seeds, epochs)):
+    m = trainer.n_models
+    if len(seeds) != m:
+        raise ValueError(f"seeds must have one entry per model ({m}), got {len(seeds)}")
+    for name, value in (("epochs", epochs), ("steps", steps), ("eval_every", eval_every)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be None or an int >= 1, got {value!r}")
+    if epochs is None and steps is None:
+        epochs = 1
+    evals = dict(evals or {})
+    dev = next(iter(trainer.params.values())).device
+    x, y = x.to(dev), y.to(dev)
+    if per_model_data:
+        if x.shape[0] != m or y.shape[0] != m or x.shape[1] != y.shape[1]:
+            raise ValueError(
+                f"per_model_data needs x [M={m}, N, ...] and y [M, N, ...], got "
+                f"{tuple(x.shape)} and {tuple(y.shape)}"
+            )
+        n = x.shape[1]
+    else:
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"x and y must have the same length, got {x.shape[0]}, {y.shape[0]}")
+        n = x.shape[0]
+    rows = torch.arange(m, device=dev)[:, None]
+    full_batch = batch_size >= n
+    per_model_batches = per_model_data or m > 1
+    hist: dict[str, list] = {"step_loss": []}
+    if evals:
+        hist["eval_step"] = []
+        hist.update({name: [] for name in evals})
+
+    def record(step: int) -> None:
+        hist["eval_step"].append(step)
+        for name, f in evals.items():
+            hist[name].append(_as_numpy(f(trainer)))
+
+    if evals and eval_every is not None:
+        record(0)
+    step, budget = 0, steps if steps is not None else math.inf
+    # full batch: every step uses all examples in their stored order (a mean over all of them
+    # does not depend on the order, up to rounding), so no permutations are drawn
+    batches = (
+        itertools.repeat(None, epochs if epochs is not None else 2**62)
+        if full_batch
+        else batch_indices(n, batch_size, seeds, epochs)
+    )
+    for idx in batches:
+        if step >= budget:
+            break
         if lr_schedule is not None:
             trainer.lr = lr_schedule(step)
-        if per_model:
-            losses.append(trainer.step(x[idx], y[idx], per_model=True))
-        else:
-            losses.append(trainer.step(x[idx[0]], y[idx[0]]))
-        if eval_every and (step + 1) % eval_every == 0:
-            ev_steps.append(step + 1)
-            ev_loss.append(trainer.loss(x, y))
-    out = {"step_loss": torch.stack(losses).cpu().numpy()}
-    if eval_every:
-        out["eval_step"] = np.asarray(ev_steps)
-        out["train_loss"] = torch.stack(ev_loss).cpu().numpy() if ev_loss else np.empty((0,))
+        if full_batch:
+            loss = trainer.step(x, y, per_model=per_model_data)
+        elif per_model_data:
+            idx = idx.to(dev)
+            loss = trainer.step(x[rows, idx], y[rows, idx], per_model=True)
+        elif per_model_batches:  # one batch per model, from the shared data
+            idx = idx.to(dev)
+            loss = trainer.step(x[idx], y[idx], per_model=True)
+        else:  # one model
+            idx = idx.to(dev)
+            loss = trainer.step(x[idx[0]], y[idx[0]])
+        step += 1
+        hist["step_loss"].append(loss)
+        stop = on_step is not None and on_step(step, trainer) is True
+        if evals and eval_every is not None and step % eval_every == 0:
+            record(step)
+        if stop:
+            break
+    if evals and (eval_every is None or step % eval_every != 0):
+        record(step)
+    out = {"step_loss": torch.stack(hist.pop("step_loss")).cpu().numpy()}
+    out.update({k: np.asarray(v) if k == "eval_step" else np.stack(v) for k, v in hist.items()})
     return out

@@ -34,6 +34,18 @@ count starting at 1. ``maximize=True`` replaces ``g`` by ``-g``. Coupled ``weigh
 penalty) replaces ``g`` by ``g + weight_decay * W`` before anything else; decoupled weight decay
 (AdamW) shrinks ``W <- W (1 - lr * weight_decay)`` instead.
 
+Per-tensor updates, one function per rule: :func:`sgd_update_`, :func:`adagrad_update_`,
+:func:`adadelta_update_`, :func:`rmsprop_update_`, :func:`adam_update_` (Adam and AdamW) and
+:func:`radam_update_` update one tensor ``w`` in place from its gradient ``g`` and its state dict.
+Each class's ``step`` calls its function for every parameter, and the stacked trainer
+(:mod:`utils.instruments.stacked`) calls the same functions on parameters stacked over M models
+with a per-model learning rate: ``lr`` may be a float or a tensor that broadcasts to ``w`` (e.g.
+``[M, 1, ...]``). With a float ``lr`` the final step is torch's in-place form (``w.add_(d,
+alpha=-lr)``, ``w.addcdiv_(...)``), so the classes stay bit-identical to torch's single-tensor
+path; with a tensor ``lr`` it is ``w.sub_(lr * d)`` (the same maths, rounded differently).
+AdamP's step stays inside its class: its projection looks at each weight's own channels, so it
+does not apply to weights stacked over models.
+
 Pure helpers for notebooks: :func:`adam_step_size` (the scalar that multiplies ``m`` in each Adam
 form), :func:`adam_update` (the update ``W_t - W_{t+1}`` of either form from given moments) and
 :func:`adamp_projection` (AdamP's radial projection).
@@ -42,6 +54,7 @@ form), :func:`adam_update` (the update ``W_t - W_{t+1}`` of either form from giv
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Iterable
 
 import torch
@@ -59,6 +72,12 @@ __all__ = [
     "RAdam",
     "AdamP",
     "ADAM_FORMS",
+    "sgd_update_",
+    "adagrad_update_",
+    "adadelta_update_",
+    "rmsprop_update_",
+    "adam_update_",
+    "radam_update_",
     "adam_step_size",
     "adam_update",
     "adamp_projection",
@@ -120,6 +139,31 @@ def _check_single_tensor_only(**flags: bool | None) -> None:
             )
 
 
+def _check_update(w: Tensor, g: Tensor, state: dict, lr: float | Tensor) -> None:
+    """Arguments every ``*_update_`` function shares (cheap: they run per tensor and step).
+
+    A tensor ``lr`` is not checked for negative entries (that would synchronise a GPU); the
+    stacked trainer checks its learning rates when they are set.
+    """
+    if not isinstance(w, Tensor) or not isinstance(g, Tensor):
+        raise TypeError(f"w and g must be tensors, got {type(w).__name__} and {type(g).__name__}")
+    if g.shape != w.shape:
+        raise ValueError(f"g must have the shape of w {tuple(w.shape)}, got {tuple(g.shape)}")
+    if not isinstance(state, dict):
+        raise TypeError(f"state must be a dict (w's optimizer state), got {type(state).__name__}")
+    if isinstance(lr, Tensor):
+        # broadcastable to w without growing it: trailing sizes of lr are 1 or w's own
+        ok = lr.dim() <= w.dim() and all(
+            a == 1 or a == b for a, b in zip(reversed(lr.shape), reversed(w.shape), strict=False)
+        )
+        if not ok:
+            raise ValueError(
+                f"lr tensor of shape {tuple(lr.shape)} must broadcast to w's shape {tuple(w.shape)}"
+            )
+    elif isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not lr >= 0:
+        raise ValueError(f"Invalid learning rate: {lr}")
+
+
 class _FromScratch(Optimizer):
     """Common ``step``: closure, no-grad, collect (param, grad) per group, then ``_group_step``.
 
@@ -178,6 +222,58 @@ class _FromScratch(Optimizer):
 # ----------------------------------------------------------------------------------------------
 # SGD with heavy-ball / Nesterov momentum
 # ----------------------------------------------------------------------------------------------
+def sgd_update_(
+    w: Tensor,
+    g: Tensor,
+    state: dict,
+    *,
+    lr: float | Tensor,
+    momentum: float = 0.0,
+    dampening: float = 0.0,
+    weight_decay: float = 0.0,
+    nesterov: bool = False,
+) -> None:
+    r"""One SGD step of one tensor, in place: the maths of :class:`SGD` (see its docstring).
+
+    ``g <- g + lambda W``;  ``a <- beta a + (1 - d) g`` (``a_1 = g_1``);  ``W <- W - eta a``
+    (heavy ball) or ``W <- W - eta (g + beta a)`` (torch's Nesterov).
+
+    Args:
+        w: the parameter, any shape, floating dtype; updated in place.
+        g: its gradient (same shape; already negated for ``maximize``); not modified.
+        state: w's state dict; holds ``momentum_buffer`` once momentum != 0.
+        lr: eta, a float >= 0 or a tensor broadcastable to ``w`` (e.g. one lr per stacked model,
+            shape ``[M, 1, ...]``).
+        momentum, dampening, weight_decay, nesterov: as :class:`SGD`.
+
+    Raises:
+        TypeError/ValueError: non-tensor w/g, shape mismatch, a state that is not a dict, an lr
+            that is negative or does not broadcast, negative momentum/weight_decay, or Nesterov
+            without momentum or with dampening.
+
+    Source: ``torch.optim.sgd._single_tensor_sgd``.
+    """
+    _check_update(w, g, state, lr)
+    _check_nonneg("momentum", momentum)
+    _check_nonneg("weight_decay", weight_decay)
+    if nesterov and (momentum <= 0 or dampening != 0):
+        raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+    if weight_decay != 0:
+        g = g.add(w, alpha=weight_decay)  # L2 penalty: g <- g + lambda W
+    if momentum != 0:
+        a = state.get("momentum_buffer")
+        if a is None:
+            a = state["momentum_buffer"] = torch.clone(g).detach()  # a_1 = g_1
+        else:
+            a.mul_(momentum).add_(g, alpha=1 - dampening)  # a <- beta a + (1 - d) g
+        # heavy ball steps along a; torch's Nesterov steps along g + beta a (see SGD)
+        g = g.add(a, alpha=momentum) if nesterov else a
+    if isinstance(lr, Tensor):
+        w.sub_(lr * g)  # one lr per stacked model
+    else:
+        w.add_(g, alpha=-lr)  # W <- W - eta a
+
+
 class SGD(_FromScratch):
     r"""Stochastic gradient descent with heavy-ball or Nesterov momentum.
 
@@ -252,26 +348,67 @@ class SGD(_FromScratch):
         return {**super()._group_fallbacks(), "nesterov": False, "fused": None}
 
     def _group_step(self, group, params, grads):
-        lr, beta = _scalar(group["lr"]), group["momentum"]
-        dampening, wd, nesterov = group["dampening"], group["weight_decay"], group["nesterov"]
+        hyper = {k: group[k] for k in ("momentum", "dampening", "weight_decay", "nesterov")}
         for w, g in zip(params, grads, strict=True):
-            if wd != 0:
-                g = g.add(w, alpha=wd)  # L2 penalty: g <- g + lambda W
-            if beta != 0:
-                state = self.state[w]
-                a = state.get("momentum_buffer")
-                if a is None:
-                    a = state["momentum_buffer"] = torch.clone(g).detach()  # a_1 = g_1
-                else:
-                    a.mul_(beta).add_(g, alpha=1 - dampening)  # a <- beta a + (1 - d) g
-                # heavy ball steps along a; torch's Nesterov steps along g + beta a (see above)
-                g = g.add(a, alpha=beta) if nesterov else a
-            w.add_(g, alpha=-lr)  # W <- W - eta a
+            # torch keeps no state for momentum-free SGD; neither do we (state_dicts match)
+            state = self.state[w] if hyper["momentum"] != 0 else {}
+            sgd_update_(w, g, state, lr=_scalar(group["lr"]), **hyper)
 
 
 # ----------------------------------------------------------------------------------------------
 # Adagrad
 # ----------------------------------------------------------------------------------------------
+def adagrad_update_(
+    w: Tensor,
+    g: Tensor,
+    state: dict,
+    *,
+    lr: float | Tensor,
+    lr_decay: float = 0.0,
+    weight_decay: float = 0.0,
+    initial_accumulator_value: float = 0.0,
+    eps: float = 1e-10,
+) -> None:
+    r"""One Adagrad step of one tensor, in place: the maths of :class:`Adagrad`.
+
+    ``G <- G + g^2``;  ``W <- W - eta_t g / (sqrt(G) + eps)`` with
+    ``eta_t = lr / (1 + (t - 1) lr_decay)``.
+
+    Args:
+        w, g, state, lr: as :func:`sgd_update_`; ``state`` gets ``step`` (0-d float tensor) and
+            ``sum`` = G (filled with ``initial_accumulator_value``) on first use.
+        lr_decay, weight_decay, initial_accumulator_value, eps: as :class:`Adagrad`.
+
+    Raises:
+        TypeError/ValueError: as :func:`sgd_update_`; negative lr_decay, weight_decay,
+            initial_accumulator_value or eps.
+
+    Source: ``torch.optim.adagrad._single_tensor_adagrad``.
+    """
+    _check_update(w, g, state, lr)
+    _check_nonneg("lr_decay", lr_decay)
+    _check_nonneg("weight_decay", weight_decay)
+    _check_nonneg("initial_accumulator_value", initial_accumulator_value)
+    _check_nonneg("eps", eps, "epsilon")
+    if not state:
+        state["step"] = _new_step()
+        state["sum"] = torch.full_like(
+            w, initial_accumulator_value, memory_format=torch.preserve_format
+        )
+    state["step"] += 1
+    t = state["step"].item()
+    if weight_decay != 0:
+        g = g.add(w, alpha=weight_decay)
+    eta_t = lr / (1 + (t - 1) * lr_decay)
+    G = state["sum"]
+    G.addcmul_(g, g, value=1)  # G_t = G_{t-1} + g_t^2
+    denom = G.sqrt().add_(eps)  # torch: sqrt(G) + eps   (notes: sqrt(G + eps))
+    if isinstance(lr, Tensor):
+        w.sub_(eta_t * (g / denom))  # one lr per stacked model
+    else:
+        w.addcdiv_(g, denom, value=-eta_t)  # W <- W - eta_t g / (sqrt(G) + eps)
+
+
 class Adagrad(_FromScratch):
     r"""Adagrad: per-coordinate steps shrink with the sum of squared past gradients.
 
@@ -349,24 +486,64 @@ class Adagrad(_FromScratch):
         return {**super()._group_fallbacks(), "fused": None}
 
     def _group_step(self, group, params, grads):
-        lr, lr_decay = _scalar(group["lr"]), group["lr_decay"]
-        eps, wd = group["eps"], group["weight_decay"]
+        keys = ("lr_decay", "weight_decay", "initial_accumulator_value", "eps")
+        hyper = {k: group[k] for k in keys}
         for w, g in zip(params, grads, strict=True):
             state = self._init_state(w, group)
-            state["step"] += 1
-            t = state["step"].item()
-            if wd != 0:
-                g = g.add(w, alpha=wd)
-            eta_t = lr / (1 + (t - 1) * lr_decay)
-            G = state["sum"]
-            G.addcmul_(g, g, value=1)  # G_t = G_{t-1} + g_t^2
-            denom = G.sqrt().add_(eps)  # torch: sqrt(G) + eps   (notes: sqrt(G + eps))
-            w.addcdiv_(g, denom, value=-eta_t)  # W <- W - eta_t g / (sqrt(G) + eps)
+            adagrad_update_(w, g, state, lr=_scalar(group["lr"]), **hyper)
 
 
 # ----------------------------------------------------------------------------------------------
 # Adadelta
 # ----------------------------------------------------------------------------------------------
+def adadelta_update_(
+    w: Tensor,
+    g: Tensor,
+    state: dict,
+    *,
+    lr: float | Tensor,
+    rho: float = 0.9,
+    eps: float = 1e-6,
+    weight_decay: float = 0.0,
+) -> None:
+    r"""One Adadelta step of one tensor, in place: the maths of :class:`Adadelta`.
+
+    ``G <- rho G + (1 - rho) g^2``;  ``dW = sqrt(H + eps) / sqrt(G + eps) g``;
+    ``H <- rho H + (1 - rho) dW^2``;  ``W <- W - lr dW``.
+
+    Args:
+        w, g, state, lr: as :func:`sgd_update_`; ``state`` gets ``step``, ``square_avg`` = G and
+            ``acc_delta`` = H on first use.
+        rho, eps, weight_decay: as :class:`Adadelta`.
+
+    Raises:
+        TypeError/ValueError: as :func:`sgd_update_`; rho outside [0, 1], negative eps or
+            weight_decay.
+
+    Source: ``torch.optim.adadelta._single_tensor_adadelta``.
+    """
+    _check_update(w, g, state, lr)
+    if not 0.0 <= rho <= 1.0:
+        raise ValueError(f"Invalid rho value: {rho}")
+    _check_nonneg("eps", eps, "epsilon")
+    _check_nonneg("weight_decay", weight_decay)
+    if not state:
+        state["step"] = _new_step()
+        state["square_avg"] = torch.zeros_like(w, memory_format=torch.preserve_format)
+        state["acc_delta"] = torch.zeros_like(w, memory_format=torch.preserve_format)
+    state["step"] += 1
+    if weight_decay != 0:
+        g = g.add(w, alpha=weight_decay)
+    G, H = state["square_avg"], state["acc_delta"]
+    G.mul_(rho).addcmul_(g, g, value=1 - rho)  # G_t = gamma G + (1 - gamma) g^2
+    dw = H.add(eps).sqrt_().div_(G.add(eps).sqrt_()).mul_(g)  # sqrt(H+eps)/sqrt(G+eps) g
+    H.mul_(rho).addcmul_(dw, dw, value=1 - rho)  # H_t = gamma H + (1 - gamma) dW^2
+    if isinstance(lr, Tensor):
+        w.sub_(lr * dw)  # one lr per stacked model
+    else:
+        w.add_(dw, alpha=-lr)
+
+
 class Adadelta(_FromScratch):
     r"""Adadelta: Adagrad with a leaky accumulator and "units-correct" steps.
 
@@ -431,26 +608,79 @@ class Adadelta(_FromScratch):
         return {**super()._group_fallbacks(), "capturable": False}
 
     def _group_step(self, group, params, grads):
-        lr, rho, eps, wd = _scalar(group["lr"]), group["rho"], group["eps"], group["weight_decay"]
+        hyper = {k: group[k] for k in ("rho", "eps", "weight_decay")}
         for w, g in zip(params, grads, strict=True):
-            state = self.state[w]
-            if not state:
-                state["step"] = _new_step()
-                state["square_avg"] = torch.zeros_like(w, memory_format=torch.preserve_format)
-                state["acc_delta"] = torch.zeros_like(w, memory_format=torch.preserve_format)
-            state["step"] += 1
-            if wd != 0:
-                g = g.add(w, alpha=wd)
-            G, H = state["square_avg"], state["acc_delta"]
-            G.mul_(rho).addcmul_(g, g, value=1 - rho)  # G_t = gamma G + (1 - gamma) g^2
-            dw = H.add(eps).sqrt_().div_(G.add(eps).sqrt_()).mul_(g)  # sqrt(H+eps)/sqrt(G+eps) g
-            H.mul_(rho).addcmul_(dw, dw, value=1 - rho)  # H_t = gamma H + (1 - gamma) dW^2
-            w.add_(dw, alpha=-lr)
+            adadelta_update_(w, g, self.state[w], lr=_scalar(group["lr"]), **hyper)
 
 
 # ----------------------------------------------------------------------------------------------
 # RMSprop
 # ----------------------------------------------------------------------------------------------
+def rmsprop_update_(
+    w: Tensor,
+    g: Tensor,
+    state: dict,
+    *,
+    lr: float | Tensor,
+    alpha: float = 0.99,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    momentum: float = 0.0,
+    centered: bool = False,
+) -> None:
+    r"""One RMSprop step of one tensor, in place: the maths of :class:`RMSprop`.
+
+    ``G <- alpha G + (1 - alpha) g^2``;  ``W <- W - eta g / (sqrt(G) + eps)``; centered:
+    ``sqrt(G - gbar^2)``; momentum mu > 0: ``b <- mu b + g / (sqrt(G) + eps)``, ``W <- W - eta b``.
+
+    Args:
+        w, g, state, lr: as :func:`sgd_update_`; ``state`` gets ``step``, ``square_avg`` = G,
+            ``momentum_buffer`` (momentum > 0) and ``grad_avg`` = gbar (centered) on first use.
+        alpha, eps, weight_decay, momentum, centered: as :class:`RMSprop`.
+
+    Raises:
+        TypeError/ValueError: as :func:`sgd_update_`; negative alpha, eps, weight_decay or
+            momentum.
+
+    Source: ``torch.optim.rmsprop._single_tensor_rmsprop``.
+    """
+    _check_update(w, g, state, lr)
+    _check_nonneg("eps", eps, "epsilon")
+    _check_nonneg("momentum", momentum)
+    _check_nonneg("weight_decay", weight_decay)
+    _check_nonneg("alpha", alpha)
+    if not state:
+        state["step"] = _new_step()
+        state["square_avg"] = torch.zeros_like(w, memory_format=torch.preserve_format)
+        if momentum > 0:
+            state["momentum_buffer"] = torch.zeros_like(w, memory_format=torch.preserve_format)
+        if centered:
+            state["grad_avg"] = torch.zeros_like(w, memory_format=torch.preserve_format)
+    state["step"] += 1
+    if weight_decay != 0:
+        g = g.add(w, alpha=weight_decay)
+    G = state["square_avg"]
+    G.mul_(alpha).addcmul_(g, g, value=1 - alpha)  # G_t = gamma G + (1 - gamma) g^2
+    if centered:
+        gbar = state["grad_avg"]
+        gbar.mul_(alpha).add_(g, alpha=1 - alpha)  # gbar_t = gamma gbar + (1 - gamma) g
+        denom = G.addcmul(gbar, gbar, value=-1).sqrt_()  # sqrt(G - gbar^2)
+    else:
+        denom = G.sqrt()
+    denom.add_(eps)  # torch: sqrt(G) + eps   (notes: sqrt(G + eps))
+    if momentum > 0:
+        b = state["momentum_buffer"]
+        b.mul_(momentum).addcdiv_(g, denom)  # b <- mu b + g / (sqrt(G) + eps)
+        if isinstance(lr, Tensor):
+            w.sub_(lr * b)  # one lr per stacked model
+        else:
+            w.add_(b, alpha=-lr)
+    elif isinstance(lr, Tensor):
+        w.sub_(lr * (g / denom))
+    else:
+        w.addcdiv_(g, denom, value=-lr)  # W <- W - eta g / (sqrt(G) + eps)
+
+
 class RMSprop(_FromScratch):
     r"""RMSprop: divide the gradient by a running RMS of recent gradients.
 
@@ -521,37 +751,10 @@ class RMSprop(_FromScratch):
         return {**super()._group_fallbacks(), "momentum": 0, "centered": False, "capturable": False}
 
     def _group_step(self, group, params, grads):
-        lr, alpha, eps = _scalar(group["lr"]), group["alpha"], group["eps"]
-        wd, mu, centered = group["weight_decay"], group["momentum"], group["centered"]
+        keys = ("alpha", "eps", "weight_decay", "momentum", "centered")
+        hyper = {k: group[k] for k in keys}
         for w, g in zip(params, grads, strict=True):
-            state = self.state[w]
-            if not state:
-                state["step"] = _new_step()
-                state["square_avg"] = torch.zeros_like(w, memory_format=torch.preserve_format)
-                if mu > 0:
-                    state["momentum_buffer"] = torch.zeros_like(
-                        w, memory_format=torch.preserve_format
-                    )
-                if centered:
-                    state["grad_avg"] = torch.zeros_like(w, memory_format=torch.preserve_format)
-            state["step"] += 1
-            if wd != 0:
-                g = g.add(w, alpha=wd)
-            G = state["square_avg"]
-            G.mul_(alpha).addcmul_(g, g, value=1 - alpha)  # G_t = gamma G + (1 - gamma) g^2
-            if centered:
-                gbar = state["grad_avg"]
-                gbar.mul_(alpha).add_(g, alpha=1 - alpha)  # gbar_t = gamma gbar + (1 - gamma) g
-                denom = G.addcmul(gbar, gbar, value=-1).sqrt_()  # sqrt(G - gbar^2)
-            else:
-                denom = G.sqrt()
-            denom.add_(eps)  # torch: sqrt(G) + eps   (notes: sqrt(G + eps))
-            if mu > 0:
-                b = state["momentum_buffer"]
-                b.mul_(mu).addcdiv_(g, denom)  # b <- mu b + g / (sqrt(G) + eps)
-                w.add_(b, alpha=-lr)
-            else:
-                w.addcdiv_(g, denom, value=-lr)  # W <- W - eta g / (sqrt(G) + eps)
+            rmsprop_update_(w, g, self.state[w], lr=_scalar(group["lr"]), **hyper)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -633,6 +836,81 @@ def adam_update(
         return size * exp_avg / (exp_avg_sq + eps).sqrt()
     bc2 = 1 - float(betas[1]) ** step
     return size * exp_avg / (exp_avg_sq.sqrt() / math.sqrt(bc2) + eps)
+
+
+def adam_update_(
+    w: Tensor,
+    g: Tensor,
+    state: dict,
+    *,
+    lr: float | Tensor,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    amsgrad: bool = False,
+    decoupled_weight_decay: bool = False,
+    form: str = "pytorch",
+) -> None:
+    r"""One Adam (or AdamW) step of one tensor, in place: the maths of :class:`Adam`.
+
+    ``m <- b1 m + (1 - b1) g``;  ``v <- b2 v + (1 - b2) g^2``;  then the update of ``form`` (see
+    :func:`adam_update`). ``decoupled_weight_decay=True`` is AdamW: ``W <- W (1 - eta lambda)``
+    first, instead of adding ``lambda W`` to g.
+
+    Args:
+        w, g, state, lr: as :func:`sgd_update_`; ``state`` gets ``step`` (0-d float tensor, the
+            shared step count t), ``exp_avg`` = m, ``exp_avg_sq`` = v and ``max_exp_avg_sq``
+            (amsgrad) on first use.
+        betas, eps, weight_decay, amsgrad, decoupled_weight_decay, form: as :class:`Adam`
+            (betas a pair of floats).
+
+    Raises:
+        TypeError/ValueError: as :func:`sgd_update_`; a beta outside [0, 1), negative eps or
+            weight_decay, an unknown form.
+
+    Source: ``torch.optim.adam._single_tensor_adam`` (Kingma & Ba 2015, arXiv:1412.6980;
+    AdamW: Loshchilov & Hutter 2019, arXiv:1711.05101).
+    """
+    _check_update(w, g, state, lr)
+    _check_beta_range(betas)
+    _check_nonneg("eps", eps, "epsilon")
+    _check_nonneg("weight_decay", weight_decay)
+    if form not in ADAM_FORMS:
+        raise ValueError(f"Invalid form value: {form!r} (expected one of {ADAM_FORMS})")
+    b1, b2 = betas
+    if not state:
+        state["step"] = _new_step()
+        state["exp_avg"] = torch.zeros_like(w, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(w, memory_format=torch.preserve_format)
+        if amsgrad:
+            state["max_exp_avg_sq"] = torch.zeros_like(w, memory_format=torch.preserve_format)
+    state["step"] += 1
+    t = state["step"].item()
+    if weight_decay != 0:
+        if decoupled_weight_decay:
+            w.mul_(1 - lr * weight_decay)  # AdamW: W <- W (1 - eta lambda)
+        else:
+            g = g.add(w, alpha=weight_decay)  # L2 penalty inside the moments
+    m, v = state["exp_avg"], state["exp_avg_sq"]
+    m.mul_(b1).add_(g, alpha=1 - b1)  # m_t = beta1 m + (1 - beta1) g
+    v.mul_(b2).addcmul_(g, g, value=1 - b2)  # v_t = beta2 v + (1 - beta2) g^2
+    if amsgrad:
+        v = torch.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
+    bc1, bc2 = 1 - b1**t, 1 - b2**t
+    if form == "notes":
+        # W <- W - eta sqrt(1 - b2^t)/(1 - b1^t) * m / sqrt(v + eps)
+        denom = v.add(eps).sqrt_()
+        if isinstance(lr, Tensor):
+            w.sub_(lr * (math.sqrt(bc2) / bc1) * (m / denom))  # one lr per stacked model
+        else:
+            w.addcdiv_(m, denom, value=-lr * math.sqrt(bc2) / bc1)
+    else:
+        # W <- W - eta/(1 - b1^t) * m / (sqrt(v)/sqrt(1 - b2^t) + eps)
+        denom = v.sqrt().div_(math.sqrt(bc2)).add_(eps)
+        if isinstance(lr, Tensor):
+            w.sub_(lr / bc1 * (m / denom))  # one lr per stacked model
+        else:
+            w.addcdiv_(m, denom, value=-lr / bc1)
 
 
 class Adam(_FromScratch):
@@ -728,40 +1006,10 @@ class Adam(_FromScratch):
         }
 
     def _group_step(self, group, params, grads):
-        lr, (b1, b2), eps = _scalar(group["lr"]), group["betas"], group["eps"]
-        wd, amsgrad = group["weight_decay"], group["amsgrad"]
-        decoupled, notes = group["decoupled_weight_decay"], group["form"] == "notes"
+        keys = ("betas", "eps", "weight_decay", "amsgrad", "decoupled_weight_decay", "form")
+        hyper = {k: group[k] for k in keys}
         for w, g in zip(params, grads, strict=True):
-            state = self.state[w]
-            if not state:
-                state["step"] = _new_step()
-                state["exp_avg"] = torch.zeros_like(w, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(w, memory_format=torch.preserve_format)
-                if amsgrad:
-                    state["max_exp_avg_sq"] = torch.zeros_like(
-                        w, memory_format=torch.preserve_format
-                    )
-            state["step"] += 1
-            t = state["step"].item()
-            if wd != 0:
-                if decoupled:
-                    w.mul_(1 - lr * wd)  # AdamW: W <- W (1 - eta lambda)
-                else:
-                    g = g.add(w, alpha=wd)  # L2 penalty inside the moments
-            m, v = state["exp_avg"], state["exp_avg_sq"]
-            m.mul_(b1).add_(g, alpha=1 - b1)  # m_t = beta1 m + (1 - beta1) g
-            v.mul_(b2).addcmul_(g, g, value=1 - b2)  # v_t = beta2 v + (1 - beta2) g^2
-            if amsgrad:
-                v = torch.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
-            bc1, bc2 = 1 - b1**t, 1 - b2**t
-            if notes:
-                # W <- W - eta sqrt(1 - b2^t)/(1 - b1^t) * m / sqrt(v + eps)
-                denom = v.add(eps).sqrt_()
-                w.addcdiv_(m, denom, value=-lr * math.sqrt(bc2) / bc1)
-            else:
-                # W <- W - eta/(1 - b1^t) * m / (sqrt(v)/sqrt(1 - b2^t) + eps)
-                denom = v.sqrt().div_(math.sqrt(bc2)).add_(eps)
-                w.addcdiv_(m, denom, value=-lr / bc1)
+            adam_update_(w, g, self.state[w], lr=_scalar(group["lr"]), **hyper)
 
 
 class AdamW(Adam):
@@ -815,6 +1063,71 @@ class AdamW(Adam):
 # ----------------------------------------------------------------------------------------------
 # RAdam
 # ----------------------------------------------------------------------------------------------
+def radam_update_(
+    w: Tensor,
+    g: Tensor,
+    state: dict,
+    *,
+    lr: float | Tensor,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    decoupled_weight_decay: bool = False,
+) -> None:
+    r"""One RAdam step of one tensor, in place: the maths of :class:`RAdam`.
+
+    Adam's moments; while ``rho_t <= 5`` the un-adapted momentum step ``W <- W - eta m_hat``,
+    afterwards Adam's step times the rectification ``r_t`` (see :class:`RAdam`).
+
+    Args:
+        w, g, state, lr: as :func:`sgd_update_`; ``state`` gets ``step``, ``exp_avg`` = m and
+            ``exp_avg_sq`` = v on first use.
+        betas, eps, weight_decay, decoupled_weight_decay: as :class:`RAdam`.
+
+    Raises:
+        TypeError/ValueError: as :func:`sgd_update_`; a beta outside [0, 1), negative eps or
+            weight_decay.
+
+    Source: ``torch.optim.radam._single_tensor_radam`` (Liu et al. 2020, arXiv:1908.03265).
+    """
+    _check_update(w, g, state, lr)
+    _check_beta_range(betas)
+    _check_nonneg("eps", eps, "epsilon")
+    _check_nonneg("weight_decay", weight_decay)
+    b1, b2 = betas
+    rho_inf = 2 / (1 - b2) - 1
+    if not state:
+        state["step"] = _new_step()
+        state["exp_avg"] = torch.zeros_like(w, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(w, memory_format=torch.preserve_format)
+    state["step"] += 1
+    t = state["step"].item()
+    if weight_decay != 0:
+        if decoupled_weight_decay:
+            w.mul_(1 - lr * weight_decay)
+        else:
+            g = g.add(w, alpha=weight_decay)
+    m, v = state["exp_avg"], state["exp_avg_sq"]
+    m.mul_(b1).add_(g, alpha=1 - b1)  # m_t = beta1 m + (1 - beta1) g
+    v.mul_(b2).addcmul_(g, g, value=1 - b2)  # v_t = beta2 v + (1 - beta2) g^2
+    bc1, bc2 = 1 - b1**t, 1 - b2**t
+    rho_t = rho_inf - 2 * t * b2**t / bc2  # length of the approximated SMA
+    if rho_t > 5.0:
+        r_t = math.sqrt(
+            (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
+        )
+        denom = v.sqrt().add_(eps)
+        # W <- W - eta r_t (m / (1 - b1^t)) sqrt(1 - b2^t) / (sqrt(v) + eps)
+        if isinstance(lr, Tensor):
+            w.sub_(lr * (r_t * math.sqrt(bc2) / bc1) * (m / denom))  # one lr per stacked model
+        else:
+            w.addcdiv_(m, denom, value=-lr * r_t * math.sqrt(bc2) / bc1)
+    elif isinstance(lr, Tensor):
+        w.sub_(lr / bc1 * m)
+    else:
+        w.add_(m, alpha=-lr / bc1)  # un-adapted momentum step: W <- W - eta m_hat
+
+
 class RAdam(_FromScratch):
     r"""Rectified Adam (Liu et al. 2020, "On the Variance of the Adaptive Learning Rate and
     Beyond", arXiv:1908.03265, Algorithm 2).
@@ -888,36 +1201,9 @@ class RAdam(_FromScratch):
         return {**super()._group_fallbacks(), "decoupled_weight_decay": False, "capturable": False}
 
     def _group_step(self, group, params, grads):
-        lr, (b1, b2), eps = _scalar(group["lr"]), group["betas"], group["eps"]
-        wd, decoupled = group["weight_decay"], group["decoupled_weight_decay"]
-        rho_inf = 2 / (1 - b2) - 1
+        hyper = {k: group[k] for k in ("betas", "eps", "weight_decay", "decoupled_weight_decay")}
         for w, g in zip(params, grads, strict=True):
-            state = self.state[w]
-            if not state:
-                state["step"] = _new_step()
-                state["exp_avg"] = torch.zeros_like(w, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(w, memory_format=torch.preserve_format)
-            state["step"] += 1
-            t = state["step"].item()
-            if wd != 0:
-                if decoupled:
-                    w.mul_(1 - lr * wd)
-                else:
-                    g = g.add(w, alpha=wd)
-            m, v = state["exp_avg"], state["exp_avg_sq"]
-            m.mul_(b1).add_(g, alpha=1 - b1)  # m_t = beta1 m + (1 - beta1) g
-            v.mul_(b2).addcmul_(g, g, value=1 - b2)  # v_t = beta2 v + (1 - beta2) g^2
-            bc1, bc2 = 1 - b1**t, 1 - b2**t
-            rho_t = rho_inf - 2 * t * b2**t / bc2  # length of the approximated SMA
-            if rho_t > 5.0:
-                r_t = math.sqrt(
-                    (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
-                )
-                denom = v.sqrt().add_(eps)
-                # W <- W - eta r_t (m / (1 - b1^t)) sqrt(1 - b2^t) / (sqrt(v) + eps)
-                w.addcdiv_(m, denom, value=-lr * r_t * math.sqrt(bc2) / bc1)
-            else:
-                w.add_(m, alpha=-lr / bc1)  # un-adapted momentum step: W <- W - eta m_hat
+            radam_update_(w, g, self.state[w], lr=_scalar(group["lr"]), **hyper)
 
 
 # ----------------------------------------------------------------------------------------------

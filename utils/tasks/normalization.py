@@ -1,168 +1,118 @@
-"""Small experiment runners of notebook 05 (normalisation): stability, speed, conditioning.
+"""Toy problems of notebook 05 (normalisation and residual connections).
 
-Kept out of the notebook so its cells stay a few decisive lines; each is a plain loop over
-in-memory tensors, deterministic given the seed.
+:class:`DeepMLP` builds deep fully connected nets of two-layer blocks, with and without identity
+shortcuts, for the degradation problem (N6). He, Zhang, Ren & Sun 2016 ("Deep Residual Learning
+for Image Recognition", arXiv:1512.03385) observed that a deeper *plain* network reaches a
+HIGHER training error than a shallower one, and that the same network with identity shortcuts
+h + F(h) does not degrade. Veit, Wilber & Belongie 2016 ("Residual Networks Behave Like
+Ensembles of Relatively Shallow Networks", arXiv:1605.06431) deleted single blocks from trained
+networks. Both kinds are built from the same layers so the comparison is like for like, on
+CPU-sized budgets (the conv ResNet of ``utils.core.models`` is the image-sized version).
+
+The data sets of notebook 05 are ``utils.core.data.mnist`` splits; the instruments it uses
+(gradient-direction probes, batch-mean recorder, spectra) are in ``utils.instruments.probes``.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
-
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-__all__ = [
-    "full_batch_gd",
-    "largest_stable_lr",
-    "second_moment_spectrum",
-    "eval_in_train_mode",
-    "active_fraction",
-]
+from ..core.models import NormSpec, _check_norm, norm_layer
 
-ModelFactory = Callable[[], nn.Module]
+__all__ = ["DeepMLP"]
 
 
-def full_batch_gd(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    lr: float,
-    steps: int,
-    target_acc: float | None = None,
-    blowup: float = 10.0,
-) -> dict:
-    """Full-batch gradient descent on cross-entropy; stops early on blow-up or at the target.
+class _Block(nn.Module):
+    """F(h) = norm(W2 relu(norm(W1 h))); output relu(h + alpha F(h)) or, plain, relu(F(h))."""
+
+    def __init__(self, width: int, norm: NormSpec, residual: bool, branch_scale: float):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(width, width), nn.Linear(width, width)
+        self.norm1, self.norm2 = norm_layer(norm, width, 1), norm_layer(norm, width, 1)
+        self.residual, self.branch_scale = residual, branch_scale
+        self.deleted = False
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if self.deleted:  # Veit et al. 2016: the block is skipped, its input passes through
+            return h
+        f = self.norm2(self.fc2(torch.relu(self.norm1(self.fc1(h)))))
+        return torch.relu(h + self.branch_scale * f) if self.residual else torch.relu(f)
+
+
+class DeepMLP(nn.Module):
+    """[N, in_features] -> Linear -> ReLU -> ``blocks`` two-layer blocks -> Linear -> logits.
+
+    The network has ``2 * blocks + 2`` linear layers. With ``residual=True`` each block is
+    relu(h + branch_scale * F(h)) (He et al. 2016 basic block, fully connected); with
+    ``residual=False`` the same block without the shortcut, relu(F(h)) (a plain net). Weights
+    get Kaiming (He) normal init, biases zero. Without normalisation the sum h + F(h) doubles
+    the activation variance per block, so the branch is scaled by ``branch_scale`` (default
+    1/sqrt(blocks), as in Fixup-style scaled residual branches, Zhang et al. 2019,
+    arXiv:1901.09321).
 
     Args:
-        model: trained in place. x [N, ...] float, y [N] int64 labels (same device).
-        lr: step size > 0. steps: maximum number of steps (>= 1).
-        target_acc: stop as soon as the full-batch training accuracy reaches it (in (0, 1]).
-        blowup: a loss above ``blowup * initial loss`` (or non-finite) counts as diverged.
+        in_features, out_features, width: sizes (ints >= 1); inputs [N, ...] are flattened to
+            [N, in_features] float. blocks: number of blocks (int >= 1).
+        residual: identity shortcuts on/off. norm: as in ``utils.core.models`` (None, "batch",
+            "layer", "group", or a callable ``num_features -> nn.Module``).
+        branch_scale: None for 1/sqrt(blocks), else a float > 0.
 
-    Returns:
-        dict: ``loss0`` (initial loss), ``loss`` (last loss), ``losses`` (per step),
-        ``diverged`` (bool), ``stable`` (not diverged and last loss < initial loss),
-        ``steps_to_target`` (steps taken before the accuracy first reached ``target_acc``;
-        ``math.inf`` if never within ``steps`` or diverged).
+    Raises:
+        ValueError: a size or ``blocks`` that is not an int >= 1, an unknown ``norm``, a
+            ``branch_scale`` <= 0.
+
+    Lesions (Veit et al. 2016): ``delete_block(i)`` skips block i, which then passes its input
+    through unchanged, in both kinds of net. In a residual net that leaves the shortcut, the
+    path every later block was trained with; in a plain net the next block receives a
+    representation it was never trained on. ``restore_blocks()`` undoes every deletion.
     """
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr!r}")
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-    if target_acc is not None and not 0 < target_acc <= 1:
-        raise ValueError(f"target_acc must be in (0, 1], got {target_acc!r}")
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
-    model.train()
-    losses: list[float] = []
-    hit, diverged = math.inf, False
-    for t in range(steps + 1):
-        out = model(x)
-        loss = F.cross_entropy(out, y)
-        value = float(loss.detach())
-        losses.append(value)
-        if not math.isfinite(value) or value > blowup * losses[0]:
-            diverged = True
-            break
-        if target_acc is not None and float((out.argmax(1) == y).float().mean()) >= target_acc:
-            hit = t
-            break
-        if t == steps:
-            break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return {
-        "loss0": losses[0],
-        "loss": losses[-1],
-        "losses": losses,
-        "diverged": diverged,
-        "stable": (not diverged) and losses[-1] < losses[0],
-        "steps_to_target": hit,
-    }
 
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        width: int,
+        blocks: int,
+        *,
+        residual: bool,
+        norm: NormSpec = None,
+        branch_scale: float | None = None,
+    ):
+        super().__init__()
+        for name, v in (
+            ("in_features", in_features),
+            ("out_features", out_features),
+            ("width", width),
+            ("blocks", blocks),
+        ):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+        _check_norm(norm)
+        scale = blocks**-0.5 if branch_scale is None else float(branch_scale)
+        if not scale > 0:
+            raise ValueError(f"branch_scale must be > 0, got {branch_scale!r}")
+        self.inp = nn.Linear(in_features, width)
+        self.blocks = nn.ModuleList(_Block(width, norm, residual, scale) for _ in range(blocks))
+        self.out = nn.Linear(width, out_features)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                nn.init.zeros_(m.bias)
 
-def largest_stable_lr(
-    make_model: ModelFactory,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    lrs: Sequence[float],
-    *,
-    steps: int = 50,
-) -> float:
-    """Largest step size in ``lrs`` at which full-batch GD is stable (see :func:`full_batch_gd`).
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.inp(x.flatten(1)))
+        for block in self.blocks:
+            h = block(h)
+        return self.out(h)
 
-    Scans from the largest lr down (diverging runs stop after a few steps, so this is cheap) and
-    returns the first stable one; ``math.nan`` if none is. ``make_model()`` must return a fresh,
-    identically initialised model each call (seed inside it).
-    """
-    for lr in sorted((float(v) for v in lrs), reverse=True):
-        if full_batch_gd(make_model(), x, y, lr=lr, steps=steps)["stable"]:
-            return lr
-    return math.nan
+    def delete_block(self, i: int) -> None:
+        """Skip block ``i`` (0-based): it passes its input through. IndexError if out of range."""
+        if not isinstance(i, int) or not 0 <= i < len(self.blocks):
+            raise IndexError(f"block index must be an int in [0, {len(self.blocks)}), got {i!r}")
+        self.blocks[i].deleted = True
 
-
-def second_moment_spectrum(x: torch.Tensor) -> np.ndarray:
-    """Eigenvalues (descending) of the input second-moment matrix E[x x^T] = X^T X / N.
-
-    For a linear model with squared loss this matrix IS the Hessian, so its largest eigenvalue
-    sets the largest stable GD step (2 / lambda_max) and the spread lambda_max / lambda_i how
-    slowly the low-curvature directions converge (LeCun, Bottou, Orr & Mueller 1998, "Efficient
-    BackProp", Sec. 4.3 and 5). x: [N, D] float -> numpy float64 [D].
-    """
-    if x.dim() != 2:
-        raise ValueError(f"x must be [N, D], got shape {tuple(x.shape)}")
-    xd = x.detach().double().cpu()
-    return np.linalg.eigvalsh((xd.T @ xd / xd.shape[0]).numpy())[::-1].copy()
-
-
-@torch.no_grad()
-def eval_in_train_mode(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
-) -> float:
-    """Accuracy when normalisation layers use the statistics of each test batch of
-    ``batch_size`` (train mode) instead of running estimates; running stats are not changed.
-
-    Returns accuracy in [0, 1]. The last incomplete batch is dropped (a batch of 1 has no
-    batch statistics).
-    """
-    if not isinstance(batch_size, int) or batch_size < 2:
-        raise ValueError(f"batch_size must be an int >= 2, got {batch_size!r}")
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    was = model.training
-    model.train()
-    correct = total = 0
-    for i in range(0, x.shape[0] - batch_size + 1, batch_size):
-        out = model(x[i : i + batch_size])
-        correct += int((out.argmax(1) == y[i : i + batch_size]).sum())
-        total += batch_size
-    model.load_state_dict(state)
-    model.train(was)
-    return correct / max(total, 1)
-
-
-@torch.no_grad()
-def active_fraction(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Per unit, the fraction of examples of x for which ``layer``'s output is > 0.
-
-    The model runs once on all of x in train mode, so BatchNorm layers normalise with the
-    statistics of x itself (the population, not stale running estimates, which at init are
-    mean 0 / variance 1); the model's state (running statistics) is restored afterwards.
-    x [N, ...] -> tensor [units]. Applied to a BatchNorm that feeds a ReLU, this is the fraction
-    of the data the unit lets through.
-    """
-    seen = []
-    handle = layer.register_forward_hook(lambda _m, _i, out: seen.append((out > 0).float()))
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    was = model.training
-    model.train()
-    try:
-        model(x)
-    finally:
-        handle.remove()
-        model.load_state_dict(state)
-        model.train(was)
-    return seen[0].flatten(2).mean(dim=(0, 2)) if seen[0].dim() > 2 else seen[0].mean(0)
+    def restore_blocks(self) -> None:
+        """Undo every :meth:`delete_block`."""
+        for b in self.blocks:
+            b.deleted = False

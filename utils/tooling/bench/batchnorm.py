@@ -1,4 +1,4 @@
-"""Benchmark: from-scratch BatchNorm2d (utils.norm) vs torch.nn.BatchNorm2d, forward + backward."""
+"""Benchmark: from-scratch BatchNorm2d (utils.scratch.norm) vs nn.BatchNorm2d, fwd + bwd."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def run() -> str:
             "",
             "Training-mode forward + backward (float32, CPU, "
             f"{torch.get_num_threads()} threads), median of 15. "
-            "`utils.norm.BatchNorm2d` computes the "
+            "`utils.scratch.norm.BatchNorm2d` computes the "
             "statistics and the hand-written backward with plain tensor ops "
             "(several passes over the "
             "data); torch uses one fused native kernel per direction.",

@@ -1,4 +1,5 @@
-"""Batched sweep (utils.sweep, vmap over stacked parameters) vs a Python loop over models."""
+"""Batched sweep (utils.instruments.stacked: vmap over stacked parameters, updates by the
+from-scratch functions of utils.scratch.optim) vs a Python loop over torch.optim models."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import time
 import torch
 
 from utils.core import data, models
-from utils.instruments import stacked as sweep
+from utils.instruments import stacked
 
 STEPS = 40
 BATCH = 64
@@ -32,8 +33,8 @@ def _loop(make, seeds, x, y, lrs, idx_list) -> float:
 
 
 def _stacked(make, seeds, x, y, lrs, idx_list) -> float:
-    base, params = sweep.init_stack(make, seeds)
-    tr = sweep.StackedTrainer(base, params, optimizer="sgd", lr=lrs, momentum=0.9)
+    base, params = stacked.init_stack(make, seeds)
+    tr = stacked.StackedTrainer(base, params, optimizer="sgd", lr=lrs, momentum=0.9)
     start = time.process_time()
     for idx in idx_list:
         tr.step(x[idx], y[idx], per_model=True)
@@ -56,7 +57,7 @@ def run() -> str:
 
         seeds = list(range(m))
         lrs = torch.logspace(-3, 0, m)
-        batches = sweep.batch_indices(len(y), BATCH, seeds, 10)
+        batches = stacked.batch_indices(len(y), BATCH, seeds, 10)
         idx_list = [next(batches) for _ in range(STEPS)]
         _stacked(make, seeds, x, y, lrs, idx_list[:3])  # warm-up (vmap tracing, allocator)
         _loop(make, seeds, x, y, lrs, idx_list[:3])
@@ -67,12 +68,13 @@ def run() -> str:
         )
     return "\n".join(
         [
-            "## Batched sweep vs Python loop (utils.sweep)",
+            "## Batched sweep vs Python loop (utils.instruments.stacked)",
             "",
             f"{STEPS} mini-batch steps (batch {BATCH}, per-model data order and lr) of SGD with "
             "momentum 0.9 on an MLP (digits; 64-32-10 is the notebook's size), torch threads = "
             f"{torch.get_num_threads()}. Loop: one torch.optim.SGD per model. Stacked: one vmapped "
-            "gradient call and one functional update for all models. Times are CPU seconds of this "
+            "gradient call and one call of utils.scratch.optim.sgd_update_ per stacked tensor for "
+            "all models. Times are CPU seconds of this "
             "process (time.process_time: robust to other load on a shared machine; with 2 threads "
             "it counts both, which is conservative for the stacked side). Target: >= 4x at 32 "
             "models.",
