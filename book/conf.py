@@ -69,6 +69,7 @@ html_last_updated_fmt = None
 
 # --- MyST: $...$ and $$...$$ are math (in markdown cells and in Markdown outputs) ---
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]
+myst_dmath_double_inline = True  # $$...$$ inside a paragraph is display math, as in JupyterLab
 myst_heading_anchors = 3
 myst_update_mathjax = False  # it would write a MathJax 3/4 config; we load MathJax 2.7
 
