@@ -199,9 +199,9 @@ def render(source: dict, timings: dict | None, verify_dir: Path) -> str:
         measured = sum(secs.values())
         lines.extend(
             [
-                f"Run times were measured by `make bench` ({_fmt(measured)} s of kernel time "
-                "for the whole notebook on the reference 2-core machine); a laptop may take up "
-                "to twice as long.",
+                f"Run times come from the last timed run ({_fmt(measured)} s of kernel time for "
+                "the whole notebook, `build/timings`); re-run `make bench` on a quiet machine "
+                "and `make guides` to refresh them for yours.",
                 "",
             ]
         )
