@@ -1,4 +1,5 @@
-"""Optimizers written from scratch, the way the study notes (seed 002) derive them.
+"""Optimizers written from scratch, the way the study group's lecture notes derive them (O1-O12 in
+docs/questions.md).
 
 Every class is a :class:`torch.optim.Optimizer` subclass with the same argument names, defaults,
 argument validation (``ValueError`` with torch's message, e.g. ``"Invalid learning rate: -1"``)
@@ -277,7 +278,7 @@ def sgd_update_(
 class SGD(_FromScratch):
     r"""Stochastic gradient descent with heavy-ball or Nesterov momentum.
 
-    The notes (seed 002) write, with ``beta`` = ``momentum``:
+    The notes (O-questions in docs/questions.md) write, with ``beta`` = ``momentum``:
 
     * plain SGD:   ``W_{t+1} = W_t - eta g_t``
     * heavy ball:  ``a_{t+1} = beta a_t + g_t``;  ``W_{t+1} = W_t - eta a_{t+1}``  (Polyak 1964)
@@ -412,11 +413,12 @@ def adagrad_update_(
 class Adagrad(_FromScratch):
     r"""Adagrad: per-coordinate steps shrink with the sum of squared past gradients.
 
-    Notes (seed 002):  ``G_t = G_{t-1} + g_t^2``;  ``W_{t+1} = W_t - eta / sqrt(G_t + eps) g_t``.
+    Notes (O7 in docs/questions.md):  ``G_t = G_{t-1} + g_t^2``;
+    ``W_{t+1} = W_t - eta / sqrt(G_t + eps) g_t``.
 
     Torch (``torch.optim.Adagrad``, ``_single_tensor_adagrad``), which we implement, differs in
     two places: eps is added OUTSIDE the square root, ``eta / (sqrt(G_t) + eps)`` (as the study
-    group's Q3 in seed 004 writes it), and ``lr_decay`` shrinks the global rate,
+    group's O7 question writes it), and ``lr_decay`` shrinks the global rate,
     ``eta_t = lr / (1 + (t - 1) lr_decay)``. The per-coordinate effective step is
     ``eta_t / (sqrt(G_t) + eps)``: coordinates that rarely saw a gradient keep a small ``G`` and
     therefore a large step; since ``G`` only grows, every step decays (like ``1/sqrt(t)`` for
@@ -547,7 +549,7 @@ def adadelta_update_(
 class Adadelta(_FromScratch):
     r"""Adadelta: Adagrad with a leaky accumulator and "units-correct" steps.
 
-    Notes (seed 002), with ``gamma`` = ``rho``:
+    Notes (O-questions in docs/questions.md), with ``gamma`` = ``rho``:
 
     * ``G_t = gamma G_{t-1} + (1 - gamma) g_t^2``          (EMA of squared gradients)
     * ``dW_t = sqrt(H_{t-1} + eps) / sqrt(G_t + eps) g_t``
@@ -684,7 +686,7 @@ def rmsprop_update_(
 class RMSprop(_FromScratch):
     r"""RMSprop: divide the gradient by a running RMS of recent gradients.
 
-    Notes (seed 002):  ``G_t = gamma G_{t-1} + (1 - gamma) g_t^2``;
+    Notes (O-questions in docs/questions.md):  ``G_t = gamma G_{t-1} + (1 - gamma) g_t^2``;
     ``W_{t+1} = W_t - eta / sqrt(G_t + eps) g_t``  (Tieleman & Hinton 2012, Coursera lecture 6e).
 
     Torch (``torch.optim.RMSprop``, ``_single_tensor_rmsprop``), which we implement, calls gamma
@@ -916,7 +918,7 @@ def adam_update_(
 class Adam(_FromScratch):
     r"""Adam (with AMSGrad and decoupled weight decay options) and the notes' own form.
 
-    Notes (seed 002):
+    Notes (O-questions in docs/questions.md):
 
     * ``m_t = beta1 m_{t-1} + (1 - beta1) g_t``        (momentum)
     * ``v_t = beta2 v_{t-1} + (1 - beta2) g_t^2``      (EMA of squared gradients)
