@@ -13,7 +13,7 @@ LAB_ARGS ?=
 AS_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lab test test-unit test-nb verify bench book index guides slides lint reset clean
+.PHONY: help setup lab test test-unit test-nb verify test-browser bench book index guides slides lint reset clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ book: setup ## execute notebooks into build/html with an index of verdicts (edit
 index: setup ## refresh README's answer index and docs/questions.md from the last run's verdicts
 	$(PY) -m utils.tooling.answer_index --readme README.md
 	$(PY) -m utils.tooling.catalogue
+
+test-browser: setup ## JupyterLab in headless Chromium (Debian's; apt-get install chromium fonts-noto-cjk)
+	$(PY) -m pytest -q -p no:cacheprovider -n 0 tests_browser
 
 guides: setup ## facilitator guides from docs/facilitator/src + build/timings (bench) + build/verify
 	$(PY) -m utils.tooling.guides
