@@ -60,7 +60,7 @@ bench: setup ## time every notebook and the ratio benchmarks into build/bench.md
 	$(PY) -m utils.tooling.bench --out build/bench.md
 
 book: setup ## execute notebooks into build/html with an index of verdicts (edits no tracked file)
-	$(PY) -m utils.tooling.book --out build/html
+	$(PY) -m utils.tooling.book --out build/book
 
 index: setup ## refresh README's answer index and docs/questions.md from the last run's verdicts
 	$(PY) -m utils.tooling.answer_index --readme README.md
