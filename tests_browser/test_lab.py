@@ -78,6 +78,12 @@ OUTPUTS_JS = """(panelSel) => {
     stderr: outs.filter(o => mime(o) === 'application/vnd.jupyter.stderr')
       .map(o => text(o)).map(t => t.length < 900 ? t : `${t.slice(0, 300)} [...] ${t.slice(-600)}`),
     widgetErrors: panel.querySelectorAll('.jupyter-widgets-error-widget').length,
+    // JupyterLab renders at most maxNumberOutputs (50) outputs per cell, then "Show more outputs"
+    trimmed: panel.querySelectorAll('.jp-TrimmedOutputs').length,
+    maxPerCell: Math.max(0, ...[...panel.querySelectorAll('.jp-OutputArea')]
+      .map(a => a.querySelectorAll(':scope > .jp-OutputArea-child').length)),
+    empty: outs.filter(o => !text(o) && !o.querySelector('img, svg, canvas, .jupyter-widgets'))
+      .length,
     images: imgs.length,
     brokenImages: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).length,
     tables: panel.querySelectorAll('.jp-OutputArea-output table').length,
@@ -267,7 +273,9 @@ def test_notebook_runs_and_saves_in_lab(path, lab, browser, screenshots):
             f"[{name}] ran in {run['seconds']:.0f} s: {out['outputs']} outputs, "
             f"{out['images']} images, {out['tables']} tables (verdict calls: {n_verdicts}), "
             f"{out['checks']} check answers (check calls: {n_checks}), "
-            f"progress widgets seen: {progress_seen}, output types: {out['mimes']}",
+            f"progress widgets seen: {progress_seen}, output types: {out['mimes']}, "
+            f"empty outputs: {out['empty']}, most outputs in one cell: {out['maxPerCell']}, "
+            f"cells with trimmed outputs: {out['trimmed']}",
             flush=True,
         )
         for s in out["stderr"]:
@@ -322,6 +330,11 @@ def test_notebook_runs_and_saves_in_lab(path, lab, browser, screenshots):
         assert not out["brokenImages"], f"{name}: {out['brokenImages']} images did not load"
         assert out["tables"] >= n_verdicts, (
             f"{name}: {out['tables']} HTML tables in the outputs, {n_verdicts} verdict() calls"
+            + (
+                f" ({out['trimmed']} cells have outputs hidden behind 'Show more outputs')"
+                if out["trimmed"]
+                else ""
+            )
         )
         assert out["checks"] >= n_checks, (
             f"{name}: {out['checks']} check answers for {n_checks} check calls"
