@@ -1,7 +1,8 @@
 """Where things live: the repository root, ``build/`` and the caches, computed in one place.
 
 Every module that writes a file asks here, so a learner who moves the checkout or sets an
-environment variable changes one thing. Environment overrides:
+environment variable changes one thing. Environment overrides (a relative path is taken from
+the repository root, not from the working directory: notebook kernels run in ``notebooks/``):
 
 * ``LAB_BUILD_DIR``: the build folder (default ``<repo>/build``);
 * ``LAB_VERDICT_DIR``: the verdict records (default ``<build>/verdicts``);
@@ -20,7 +21,10 @@ NOTEBOOKS = ROOT / "notebooks"
 
 def _env_dir(var: str, default: Path) -> Path:
     raw = os.environ.get(var, "").strip()
-    return Path(raw) if raw else default
+    if not raw:
+        return default
+    path = Path(raw).expanduser()
+    return path if path.is_absolute() else ROOT / path
 
 
 def build_dir() -> Path:
