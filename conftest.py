@@ -23,17 +23,18 @@ import pytest  # noqa: E402
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
-    """After nbval runs a notebook cell, warn if its output shows a raw dict or float noise
-    (utils/tooling/outputs.py): a learner should read tables and rounded numbers. A warning for
-    now, listed in pytest's summary; it becomes a failure once every notebook is clean."""
+    """After nbval runs a notebook cell, fail it if its output shows a raw dict or float noise
+    (utils/tooling/outputs.py): a learner should read tables (verdict.table) and rounded
+    numbers, not ``{'a': 0.1599999964237213}``."""
     result = yield
     outs = getattr(item, "test_outputs", None)
     if outs:
-        import warnings
-
         from utils.tooling.outputs import noise, output_texts
 
         problems = [p for text in output_texts(outs) for p in noise(text)]
         if problems:
-            warnings.warn("noisy cell output: " + "; ".join(problems[:5]), stacklevel=1)
+            raise AssertionError(
+                "noisy cell output (show a verdict.table or round the numbers): "
+                + "; ".join(problems[:5])
+            )
     return result

@@ -177,3 +177,27 @@ def test_discuss_renders_markdown():
     assert md.data == "Momentum needed 12 steps."
     with pytest.raises(TypeError):
         V.discuss(3)
+
+
+def test_table_rounds_numbers_and_renders_html_without_noise():
+    from utils.tooling.outputs import noise
+
+    t = V.table({"a": [0.1599999964237213, 0.2], "b": np.float32(0.16)}, caption="acc")
+    text = str(t)
+    assert "0.18 ± 0.028" in text and "0.16" in text and not noise(text)
+    nested = V.table({"x": {"p": 1, "q": "s"}, "y": {"p": 0.123456, "q": "t"}}, digits=2)
+    assert "<th>p</th>" in nested._repr_html_() and "0.12" in str(nested)
+
+
+@pytest.mark.parametrize(
+    "args, exc, word",
+    [
+        (([1, 2],), TypeError, "data"),
+        (({},), ValueError, "data"),
+        (({"a": 1}, None, 0), ValueError, "digits"),
+        (({"a": {"p": 1}, "b": 2},), TypeError, "row"),
+    ],
+)
+def test_table_rejects_bad_input(args, exc, word):
+    with pytest.raises(exc, match=word):
+        V.table(*args)

@@ -435,3 +435,77 @@ def discuss(text: str):
     from IPython.display import Markdown
 
     return Markdown(text)
+
+
+class Table:
+    """A small results table: rows of named columns, numbers rounded for reading.
+
+    Displays as HTML in a notebook and as aligned text elsewhere (``str``), so a cell never
+    shows a raw ``dict`` or float noise such as ``0.1599999964237213``.
+    """
+
+    def __init__(self, header: list[str], rows: list[list[str]], caption: str = ""):
+        self.header, self.rows, self.caption = header, rows, caption
+
+    def __str__(self) -> str:
+        cols = [self.header, *self.rows]
+        widths = [max(len(r[i]) for r in cols) for i in range(len(self.header))]
+        lines = [self.caption] if self.caption else []
+        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cols]
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in self.header)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in self.rows
+        )
+        cap = f"<caption>{html.escape(self.caption)}</caption>" if self.caption else ""
+        return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _cell(value, digits: int) -> str:
+    if isinstance(value, str):
+        return value
+    arr = np.asarray(value, dtype=float).ravel()
+    if arr.size == 1:
+        x = float(arr[0])
+        return f"{x:.{digits}g}" if math.isfinite(x) else str(x)
+    return f"{arr.mean():.{digits}g} ± {_std(arr):.2g}"
+
+
+def table(data: Mapping, columns: Sequence[str] | None = None, digits: int = 3, caption: str = ""):
+    """Show measurements as a table instead of printing a ``dict``.
+
+    Args:
+        data: ``{row: value}`` (one column named ``value``) or ``{row: {column: value}}``. A
+            value is a number, a string, or a sequence of per-seed numbers (``mean ± std``).
+        columns: the column order for nested rows (default: the first row's keys).
+        digits: significant digits per number (1 to 10).
+        caption: an optional line above the table.
+
+    Returns:
+        a :class:`Table` (displayed when it ends a cell; ``display(table(...))`` elsewhere).
+
+    Raises:
+        TypeError: ``data`` not a mapping, or a nested row not a mapping.
+        ValueError: empty ``data``, or ``digits`` outside 1-10.
+    """
+    if not isinstance(data, Mapping):
+        raise TypeError(f"data must be a mapping of rows, got {type(data).__name__}")
+    if not data:
+        raise ValueError("data must have at least one row")
+    if not isinstance(digits, int) or not 1 <= digits <= 10:
+        raise ValueError(f"digits must be an int from 1 to 10, got {digits!r}")
+    first = next(iter(data.values()))
+    if isinstance(first, Mapping):
+        cols = list(columns) if columns is not None else list(first)
+        rows = []
+        for name, row in data.items():
+            if not isinstance(row, Mapping):
+                raise TypeError(f"row {name!r} must be a mapping like the first row")
+            rows.append([str(name), *(_cell(row.get(c, ""), digits) for c in cols)])
+        return Table(["", *map(str, cols)], rows, caption)
+    rows = [[str(name), _cell(v, digits)] for name, v in data.items()]
+    return Table(["", "value"], rows, caption)
