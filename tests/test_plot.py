@@ -71,3 +71,30 @@ def test_heatmap_contrast_colorbar_and_range():
     with pytest.raises(ValueError, match="tick labels"):
         plot.heatmap(ax, vals, xticklabels=["a"], yticklabels=["r1", "r2"], label="acc")
     plt.close(fig)
+
+
+def test_place_legends_moves_a_legend_off_the_data():
+    x = np.linspace(0, 1, 50)
+    fig, ax = plt.subplots()
+    ax.plot(x, np.full_like(x, 0.95), label="near the top")
+    ax.plot(x, 1 - x, label="diagonal")
+    ax.legend(loc="upper right")
+    fig.canvas.draw()
+    assert plot.legend_covers_data(ax)  # the detector sees the overlap ...
+    plot.place_legends(fig)
+    fig.canvas.draw()
+    assert not plot.legend_covers_data(ax)  # ... and the legend moved to a free place
+    plt.close(fig)
+
+
+def test_place_legends_goes_outside_when_a_band_fills_the_axes():
+    x = np.linspace(0, 1, 50)
+    fig, ax = plt.subplots()
+    ax.plot(x, x, label="mean")
+    ax.fill_between(x, 0, 1, alpha=0.2, label="band")
+    ax.legend()
+    plot.place_legends(fig)
+    fig.canvas.draw()
+    assert not plot.legend_covers_data(ax)
+    assert ax.get_legend().get_window_extent().x0 > ax.get_window_extent().x1  # right of the axes
+    plt.close(fig)

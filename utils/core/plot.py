@@ -164,8 +164,75 @@ def missing_labels(fig: plt.Figure) -> list[str]:
     return problems
 
 
+def _data_paths(ax: plt.Axes):
+    """(path in display coordinates, filled?) for every line, band and marker set of ``ax``."""
+    from matplotlib.path import Path as MPath
+
+    for line in ax.lines:
+        xy = np.asarray(line.get_xydata(), dtype=float)
+        xy = xy[np.isfinite(xy).all(1)]
+        if len(xy):
+            yield MPath(ax.transData.transform(xy)), False
+    for coll in ax.collections:
+        offsets = np.asarray(coll.get_offsets(), dtype=float)
+        if len(coll.get_paths()) and offsets.size <= 2:  # bands (fill_between): filled polygons
+            for path in coll.get_paths():
+                if len(path.vertices):
+                    yield path.transformed(coll.get_transform()), True
+        elif offsets.size > 2:  # scatter markers
+            pts = coll.get_offset_transform().transform(offsets)
+            yield MPath(pts[np.isfinite(pts).all(1)]), False
+
+
+def legend_covers_data(ax: plt.Axes) -> bool:
+    """True when the legend box of ``ax`` overlaps a plotted line, band or marker."""
+    legend = ax.get_legend()
+    if legend is None:
+        return False
+    renderer = ax.figure.canvas.get_renderer()
+    box = legend.get_window_extent(renderer)
+    for path, filled in _data_paths(ax):
+        if filled and path.intersects_bbox(box, filled=True):
+            return True
+        if not filled:
+            v = path.vertices
+            in_x = (v[:, 0] >= box.x0) & (v[:, 0] <= box.x1)
+            inside = in_x & (v[:, 1] >= box.y0) & (v[:, 1] <= box.y1)
+            if inside.any() or (len(v) > 1 and path.intersects_bbox(box, filled=False)):
+                return True
+    return False
+
+
+def place_legends(fig: plt.Figure) -> None:
+    """Put every axes legend where it covers no data: the first free corner or edge position,
+    else outside the axes on the right (the figure grows to make room)."""
+    fig.canvas.draw()
+    for ax in fig.axes:
+        legend = ax.get_legend()
+        if legend is None or not legend_covers_data(ax):
+            continue
+        handles, labels = ax.get_legend_handles_labels()
+        title = legend.get_title().get_text() or None
+        for loc in (
+            "upper right",
+            "upper left",
+            "lower left",
+            "lower right",
+            "center right",
+            "center left",
+            "upper center",
+            "lower center",
+        ):
+            ax.legend(handles, labels, loc=loc, title=title)
+            if not legend_covers_data(ax):
+                break
+        else:
+            ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), title=title)
+
+
 def show(fig: plt.Figure | None = None) -> None:
-    """Check that ``fig`` (default: the current figure) is fully labelled, then show it.
+    """Check that ``fig`` (default: the current figure) is fully labelled, move legends off the
+    data (:func:`place_legends`), then show it.
 
     Raises:
         ValueError: listing every missing axis label, colorbar label or legend.
@@ -175,6 +242,8 @@ def show(fig: plt.Figure | None = None) -> None:
     if problems:
         plt.close(fig)
         raise ValueError("figure is not fully labelled: " + "; ".join(problems))
+    fig.tight_layout()
+    place_legends(fig)
     fig.tight_layout()
     plt.show()
     plt.close(fig)
