@@ -316,3 +316,14 @@ def test_fit_sequential_walks_the_data_in_order_and_full_batch_is_plain_gd():
     assert h["step_loss"] == losses
     for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(pa, pb)
+
+
+def test_progress_wraps_the_loop_and_is_off_under_lab_progress_0(monkeypatch):
+    monkeypatch.setenv("LAB_PROGRESS", "0")
+    bar = train.progress(range(3), "seeds")
+    assert list(bar) == [0, 1, 2] and bar.disable
+    monkeypatch.setenv("LAB_PROGRESS", "1")
+    monkeypatch.delenv("CI", raising=False)
+    assert not train.progress([1, 2], "arms").disable
+    with pytest.raises(TypeError, match="desc"):
+        train.progress([1], 3)

@@ -23,6 +23,28 @@ def progress_enabled() -> bool:
     return not os.environ.get("CI") and os.environ.get("LAB_PROGRESS", "1") != "0"
 
 
+def progress(iterable, desc: str, total: int | None = None):
+    """``iterable`` with a tqdm progress bar (a widget in JupyterLab), for a cell's outer loop
+    over seeds or arms whose inner ``fit`` calls run with ``progress=False``.
+
+    The bar is off under :func:`progress_enabled` rules (CI, ``LAB_PROGRESS=0``) and disappears
+    when the loop ends (``leave=False``), so it never becomes part of a saved output.
+
+    Args:
+        iterable: what to loop over.
+        desc: the bar's label, e.g. ``"R6 seeds"``.
+        total: number of items when ``len(iterable)`` does not exist.
+
+    Raises:
+        TypeError: ``desc`` not a string.
+    """
+    if not isinstance(desc, str):
+        raise TypeError(f"desc must be a str, got {type(desc).__name__}")
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, disable=not progress_enabled(), leave=False)
+
+
 def _check_xy(x: torch.Tensor, y: torch.Tensor, name: str = "x") -> None:
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
         raise TypeError(
