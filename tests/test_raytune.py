@@ -145,6 +145,7 @@ def test_tiny_tuning_run_and_shutdown(monkeypatch):
         assert raytune.child_cpu_seconds() > 0
     assert not ray.is_initialized()
     assert raytune.own_session_dirs(info["kwargs"]["_temp_dir"]) == []
+    assert not (raytune.ROOT / "build" / "ray_results" / "pytest_tiny").exists()  # cleaned up
     assert len(res) == 3 and all(1 <= r["iterations"] <= 3 for r in res)
     assert all(0 <= r["config"]["x"] <= 1 for r in res)
 

@@ -209,7 +209,8 @@ def run(
         num_samples: number of trials (>= 1). seed: search seed (int).
         scheduler: optional trial scheduler (e.g. :func:`asha`).
         max_concurrent_trials: cap on parallel trials (1 makes ASHA deterministic).
-        name: experiment name (results under ``build/ray_results/<name>``).
+        name: experiment name (Ray's state under ``build/ray_results/<name>``, deleted once
+            the results are collected).
         **with_parameters: large objects (data) passed via the object store
             (``tune.with_parameters``).
 
@@ -247,7 +248,7 @@ def run(
         ),
     )
     grid = tuner.fit()
-    return [
+    results = [
         {
             "config": dict(res.config),
             "last": dict(res.metrics or {}),
@@ -255,6 +256,9 @@ def run(
         }
         for res in grid
     ]
+    # the results are returned in memory; the experiment folder would only pile up run after run
+    shutil.rmtree(ROOT / "build" / "ray_results" / name, ignore_errors=True)
+    return results
 
 
 def asha(max_t: int, grace_period: int = 1, reduction_factor: int = 3):
