@@ -209,3 +209,20 @@ def test_glossary_validation(tmp_path):
     bad_see[1]["see"] = ["Z1"]
     with pytest.raises(ValueError, match=r"'see'.*Z1"):
         cat.validate_glossary(bad_see, known_ids=["O7"])
+
+
+def test_no_citation_points_outside_the_repository():
+    """Citations go to the shipped catalogue, never to the study notes or QUESTIONS.md (which
+    live outside the repository)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    dangling = re.compile(r"QUESTIONS\.md|[Ss]eed notes \d|[Ss]tudy notes \d")
+    files = sorted((root / "notebooks").glob("*.ipynb")) + sorted((root / "utils").rglob("*.py"))
+    hits = [
+        f"{p.relative_to(root)}: {m.group(0)}"
+        for p in files
+        for m in dangling.finditer(p.read_text(encoding="utf-8"))
+    ]
+    assert not hits, hits
