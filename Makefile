@@ -26,12 +26,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e .
 	@touch $(STAMP)
 
-# nbstripout as a git filter: a notebook run and saved in JupyterLab is staged without outputs,
+# nbstripout as a git filter: a notebook run and saved in JupyterLab is staged without outputs
+# and without metadata.language_info (the Python version of whoever saved it),
 # so a learner's working copy never breaks `make test` (.gitattributes names the filter).
 GITFILTER := $(shell git rev-parse --git-dir 2>/dev/null)/.nbstripout
-$(GITFILTER): $(STAMP)
+NBSTRIP := --keep-id --extra-keys metadata.language_info
+$(GITFILTER): $(STAMP) Makefile
 	@if git rev-parse --git-dir >/dev/null 2>&1; then \
-	  git config filter.nbstripout.clean '"$(abspath $(PY))" -m nbstripout --keep-id' && \
+	  git config filter.nbstripout.clean '"$(abspath $(PY))" -m nbstripout $(NBSTRIP)' && \
 	  git config filter.nbstripout.smudge cat && touch $@; fi
 
 setup: $(STAMP) $(if $(shell git rev-parse --git-dir 2>/dev/null),$(GITFILTER)) ## create .venv if missing and install (idempotent)
@@ -78,7 +80,7 @@ slides: setup ## (re)apply the RISE slide metadata rule to every notebook
 lint: setup ## the pre-commit checks: ruff (lint + format) and nbstripout --verify on the notebooks
 	$(VENV)/bin/ruff check utils tests notebooks
 	$(VENV)/bin/ruff format --check utils tests
-	$(VENV)/bin/nbstripout --keep-id --verify notebooks/*.ipynb
+	$(VENV)/bin/nbstripout $(NBSTRIP) --verify notebooks/*.ipynb
 
 reset: ## restore a notebook to its shipped state: NB=notebooks/00_pytorch_primer.ipynb
 	@test -n "$(NB)" || { echo "usage: make reset NB=notebooks/<name>.ipynb"; exit 2; }

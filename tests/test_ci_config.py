@@ -48,4 +48,4 @@ def test_pre_commit_hooks_match_the_pins_and_make_lint():
     assert revs["nbstripout"] == _pin("nbstripout")
     assert revs["ruff-pre-commit"] == "v" + _pin("ruff")
     make = (ROOT / "Makefile").read_text()
-    assert "nbstripout --keep-id --verify" in make and "ruff check" in make
+    assert "nbstripout $(NBSTRIP) --verify" in make and "ruff check" in make

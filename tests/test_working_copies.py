@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_makefile_and_gitattributes_wire_the_filter():
     assert "*.ipynb filter=nbstripout" in (ROOT / ".gitattributes").read_text()
     make = (ROOT / "Makefile").read_text()
-    assert "-m nbstripout --keep-id" in make and "filter.nbstripout.clean" in make
+    assert "-m nbstripout $(NBSTRIP)" in make and "filter.nbstripout.clean" in make
+    assert "NBSTRIP := --keep-id --extra-keys metadata.language_info" in make
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
@@ -26,7 +27,8 @@ def test_a_saved_session_is_staged_clean(tmp_path):
         ).stdout
 
     git("init", "-q")
-    git("config", "filter.nbstripout.clean", f'"{sys.executable}" -m nbstripout --keep-id')
+    strip = "--keep-id --extra-keys metadata.language_info"  # the Makefile's NBSTRIP
+    git("config", "filter.nbstripout.clean", f'"{sys.executable}" -m nbstripout {strip}')
     git("config", "filter.nbstripout.smudge", "cat")
     shutil.copy(ROOT / ".gitattributes", tmp_path / ".gitattributes")
     shipped = (ROOT / "notebooks" / "00_pytorch_primer.ipynb").read_text(encoding="utf-8")
@@ -35,6 +37,7 @@ def test_a_saved_session_is_staged_clean(tmp_path):
         if cell["cell_type"] == "code":
             cell["execution_count"] = i
             cell["outputs"] = [{"output_type": "stream", "name": "stdout", "text": ["x\n"]}]
+    nb["metadata"]["language_info"] = {"name": "python", "version": "3.11.7"}
     (tmp_path / "nb.ipynb").write_text(json.dumps(nb, indent=1), encoding="utf-8")
     git("add", "nb.ipynb", ".gitattributes")
     staged = json.loads(git("show", ":nb.ipynb"))
@@ -43,3 +46,4 @@ def test_a_saved_session_is_staged_clean(tmp_path):
     assert [c["id"] for c in staged["cells"]] == [c["id"] for c in json.loads(shipped)["cells"]]
     slides = [c["metadata"].get("slideshow") for c in staged["cells"]]
     assert all(slides), "the filter must keep the RISE slide metadata"
+    assert staged["metadata"] == json.loads(shipped)["metadata"]  # no language_info, same kernel
