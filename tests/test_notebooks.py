@@ -37,6 +37,18 @@ def test_committed_without_outputs(path):
     )
 
 
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_metadata_is_what_a_saved_session_cleans_back_to(path):
+    # JupyterLab writes this kernelspec on save, and the nbstripout filter (Makefile NBSTRIP)
+    # drops language_info: so a learner's saved session is the shipped notebook again
+    meta = json.loads(committed(path))["metadata"]
+    assert meta.get("kernelspec") == KERNELSPEC, f"{path.name}: kernelspec {meta.get('kernelspec')}"
+    assert "language_info" not in meta, f"{path.name}: ship it without metadata.language_info"
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_verdicts_belong_to_the_notebook_and_have_headings(path):
     verdicts = notebook_verdicts(path)
