@@ -27,7 +27,7 @@ SOLUTIONS = {
     "04.2": attention,
     # the weights fit only the encodings of the positions seen in training
     "04.3": "b",
-    # weight sharing over positions: a convolution reuses each weight at every pixel
+    # a ViT applies each weight once per token; smaller patches give more tokens
     "04.4": "a",
 }
 
