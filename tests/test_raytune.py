@@ -87,6 +87,36 @@ def temp(tmp_path):
     shutil.rmtree(temp, ignore_errors=True)
 
 
+class _FlakyRay(_StubRay):
+    """A Ray whose first `fails` starts time out, as Ray does on a loaded machine."""
+
+    def __init__(self, fails):
+        super().__init__()
+        self.fails = fails
+
+    def init(self, **kw):
+        if self.fails > 0:
+            self.fails -= 1
+            self.calls.append(("init-failed", kw))
+            raise Exception("The current node timed out during startup.")
+        super().init(**kw)
+
+
+@pytest.mark.parametrize("fails", [0, 1, raytune.START_ATTEMPTS - 1, raytune.START_ATTEMPTS])
+def test_session_retries_a_timed_out_start(fails, monkeypatch, tmp_path, temp):
+    stub = _FlakyRay(fails)
+    monkeypatch.setitem(sys.modules, "ray", stub)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    if fails >= raytune.START_ATTEMPTS:  # every attempt failed: the last error propagates
+        with pytest.raises(Exception, match="timed out"), raytune.session(root=tmp_path):
+            pass
+        assert [c[0] for c in stub.calls] == ["init-failed", "shutdown"] * raytune.START_ATTEMPTS
+        return
+    with raytune.session(root=tmp_path) as info:
+        assert info["mode"] == "local"
+    assert [c[0] for c in stub.calls] == ["init-failed", "shutdown"] * fails + ["init", "shutdown"]
+
+
 @pytest.mark.parametrize("address", ["", "ray://head:10001"])
 def test_session_shuts_down_only_its_own_ray(address, monkeypatch, tmp_path, temp):
     stub = _StubRay()

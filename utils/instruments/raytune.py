@@ -32,6 +32,10 @@ UTILS = Path(__file__).resolve().parents[1]  # the `utils` package shipped to a 
 # Ray puts Unix sockets at <temp>/session_<date>_<time>_<pid>/sockets/plasma_store (~65 chars
 # after <temp>); AF_UNIX paths are limited to 107 bytes on Linux (103 on macOS).
 MAX_TEMP_DIR_LEN = 36
+# Starts of a local Ray that session() tries before giving up: under load (two notebooks
+# running at once on 2 cores) one start in several has timed out.
+START_ATTEMPTS = 3
+
 _ENV_QUIET = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_AIR_NEW_OUTPUT": "0",
@@ -146,9 +150,10 @@ def session(*, num_cpus: int | None = None, root: Path | str = ROOT) -> Iterator
         ``ray.init``, ``startup_s`` (wall seconds of import + init) and ``cpus`` (cluster CPUs).
 
     A Ray already initialised in this process is reused and left running. A failed start
-    (Ray waits at most 30 s for its raylet, which a heavily loaded machine can exceed) is
-    retried once. A private Ray's session folder is deleted after a clean exit (kept, with its
-    logs, when the block raised).
+    (Ray waits a hard-coded 30 s for its raylet to register, which a loaded 2-core machine can
+    exceed while Ray's own agent processes start) is retried, ``START_ATTEMPTS`` starts in all;
+    the last failure propagates. A private Ray's session folder is deleted after a clean exit
+    (kept, with its logs, when the block raised).
     """
     for k, v in _ENV_QUIET.items():
         os.environ.setdefault(k, v)
@@ -160,11 +165,14 @@ def session(*, num_cpus: int | None = None, root: Path | str = ROOT) -> Iterator
         mode, shutdown = "reused", False
     else:
         _prepare_temp(kwargs, root)
-        try:
-            ray.init(**kwargs)
-        except Exception:  # noqa: BLE001 - Ray gives up after 30 s on a very busy machine
-            ray.shutdown()
-            ray.init(**kwargs)  # one retry; a second failure propagates
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                ray.init(**kwargs)
+                break
+            except Exception:  # noqa: BLE001 - Ray gives up after 30 s on a very busy machine
+                ray.shutdown()
+                if attempt == START_ATTEMPTS:
+                    raise  # the last failure propagates
         mode, shutdown = ("local", True) if owns_cluster(kwargs) else ("cluster", False)
     info = {
         "mode": mode,
