@@ -212,3 +212,76 @@ def test_load_sources_notes_a_cold_run_once(tmp_path, capsys):
     assert torch.equal(models[1].head.weight, models2[1].head.weight)
     with pytest.raises(ValueError, match="seeds"):
         TT.load_sources(TINY, [], directory=tmp_path)
+
+
+# ----------------------------------------------------------------------------- grouped models
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_grouped_resnet_equals_its_members_forward_backward_and_running_stats(residual):
+    cfg = TT.SourceConfig(widths=(4, 8), residual=residual)
+    models = [TT.init_model(cfg, s) for s in (0, 1, 2)]
+    g = TT.GroupedResNet(models)
+    x = torch.randn(6, 3, 14, 14)
+    y = torch.randint(0, 5, (6, 3))
+    g.train()
+    for m in models:
+        m.train()
+    loss = TT.grouped_loss(g(x), y)
+    loss.backward()
+    ref = sum(
+        torch.nn.functional.cross_entropy(m(x[:, i : i + 1]), y[:, i]) for i, m in enumerate(models)
+    )
+    ref.backward()
+    assert torch.allclose(loss, ref, atol=1e-5)
+    # gradients of member 1's first conv and head, running statistics of the stem's BatchNorm
+    c = models[0].stem[0].out_channels
+    assert torch.allclose(
+        g.stem[0].weight.grad[c : 2 * c], models[1].stem[0].weight.grad, atol=1e-5
+    )
+    assert torch.allclose(g.head.weight.grad[1], models[1].head.weight.grad, atol=1e-5)
+    assert torch.allclose(g.stem[1].running_mean[c : 2 * c], models[1].stem[1].running_mean)
+    g.eval()
+    for m in models:
+        m.eval()
+    out = torch.stack([m(x[:, i : i + 1]) for i, m in enumerate(models)], 1)
+    assert torch.allclose(g(x), out, atol=1e-5)
+    acc = TT.grouped_accuracy(g, x, y)
+    assert acc.shape == (3,) and torch.allclose(acc, (out.argmax(-1) == y).float().mean(0))
+    assert g.training is False  # modes restored
+
+
+def test_grouped_resnet_freezes_like_a_resnet_and_validates():
+    from utils.instruments import finetune
+
+    g = TT.GroupedResNet([TT.init_model(TINY, s) for s in (0, 1)])
+    assert finetune.backbone_parts(g) == ["stem", "stage1", "stage2"]
+    finetune.freeze(g, ["stem"])
+    finetune.train_mode(g)
+    assert not g.stem[1].training and g.stage1[0].norm1.training
+    with pytest.raises(ValueError):
+        TT.GroupedResNet([])
+    with pytest.raises(ValueError):
+        TT.GroupedResNet([TT.init_model(TINY, 0), TT.init_model(TT.SourceConfig(), 0)])
+    with pytest.raises(ValueError):
+        g(torch.randn(2, 3, 14, 14))
+    t = [TT.target_task(d, 2, seed=0) for d in (0.0, 1.0)]
+    assert TT.stack_tasks(t, "x_train").shape == (10, 2, 14, 14)
+    assert TT.stack_tasks(t, "y_train").shape == (10, 2)
+
+
+def test_plain_twin_config_keeps_the_residual_cache_key():
+    assert "residual" not in TT.SourceConfig().key()
+    assert TT.SourceConfig(residual=False).key()["residual"] is False
+    assert not TT.SourceConfig(residual=False).build().stage1[0].residual
+    with pytest.raises(ValueError):
+        TT.SourceConfig(residual=1)
+
+
+def test_grouped_accuracy_is_the_same_in_chunks():
+    g = TT.GroupedResNet([TT.init_model(TINY, s) for s in (0, 1)]).eval()
+    x = torch.randn(2 * TT.EVAL_CHUNK + 7, 2, 14, 14)
+    y = torch.randint(0, 5, (len(x), 2))
+    with torch.no_grad():
+        whole = (g(x).argmax(-1) == y).float().mean(0)
+    assert torch.allclose(TT.grouped_accuracy(g, x, y), whole)

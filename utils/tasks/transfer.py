@@ -18,13 +18,19 @@
   data, torch version, thread count, device type and a format version (:func:`cache_key`): a
   missing, unreadable, corrupt or stale file is recomputed, never a crash.
 
-This module holds data and the cached source models only; the experiments (the transfer grid,
-the forgetting runs, the learning-rate choice) are written in notebook 03. Everything is built
-from the offline data in :mod:`utils.core.data`; nothing touches the network.
+* **Grouped models** (:class:`GroupedResNet`, :func:`grouped_loss`, :func:`grouped_accuracy`):
+  M same-shape ResNets run as one network (grouped convolutions, one BatchNorm over all the
+  members' channels), so notebook 03 trains a whole row of its grid (distances x seeds) in one
+  :func:`utils.core.train.fit` call; each member equals a separate model (tested).
+
+This module holds data, the cached source models and the grouped model only; the experiments
+(the transfer grid, the forgetting runs, the learning-rate choice) are written in notebook 03.
+Everything is built from the offline data in :mod:`utils.core.data`; nothing touches the network.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
@@ -36,6 +42,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..core import data, paths, repro, train
 from ..core.models import ResNet
@@ -47,6 +54,9 @@ _N_TRAIN, _N_TEST = 4000, 1000  # mnist(): 400 train / 100 test images per digit
 PERMUTATION_SEED = 20140  # fixes the far domain; not LAB_SEED on purpose (the task is fixed)
 CACHE_FORMAT = 2  # bump when the cache file layout or the pretraining procedure changes
 PRETRAIN_THREADS = 1  # pretraining is pinned to this many CPU threads (part of the cache key)
+EVAL_CHUNK = 50  # images per forward in grouped_accuracy: 1000-image chunks of a 15-member model
+# allocate activations of ~100 MB each, which glibc maps and unmaps every time (more CPU time in
+# page faults than in the convolutions); 50-image chunks keep them in the heap
 
 
 def cache_dir() -> Path:
@@ -183,6 +193,7 @@ class SourceConfig:
     """How the source model is built and pretrained (part of the cache key).
 
     widths/blocks: the :class:`utils.core.models.ResNet` shape (BatchNorm, residual blocks).
+    residual: ``False`` builds the plain twin (the same network without shortcuts; T4's control).
     steps/batch_size/lr: Adam (Kingma & Ba 2014, arXiv:1412.6980) on the 2,000 source images.
 
     Raises:
@@ -195,6 +206,7 @@ class SourceConfig:
     steps: int = 150
     batch_size: int = 64
     lr: float = 3e-3
+    residual: bool = True
 
     def __post_init__(self):
         if not self.widths or any(not isinstance(w, int) or w < 1 for w in self.widths):
@@ -205,15 +217,21 @@ class SourceConfig:
                 raise ValueError(f"{name} must be an int >= 1, got {v!r}")
         if not isinstance(self.lr, (int, float)) or not self.lr > 0:
             raise ValueError(f"lr must be a float > 0, got {self.lr!r}")
+        if not isinstance(self.residual, bool):
+            raise ValueError(f"residual must be a bool, got {self.residual!r}")
 
     def build(self, num_classes: int = len(SOURCE_CLASSES)) -> ResNet:
         """A freshly initialised ResNet of this shape (uses the global torch RNG)."""
-        return ResNet(1, num_classes, self.widths, self.blocks, norm="batch")
+        return ResNet(
+            1, num_classes, self.widths, self.blocks, norm="batch", residual=self.residual
+        )
 
     def key(self) -> dict:
         """The configuration as plain types (part of :func:`cache_key`)."""
         d = asdict(self)
         d["widths"] = list(self.widths)
+        if d["residual"]:  # the residual default keeps the key (and cache files) of format 2
+            del d["residual"]
         return d
 
 
@@ -411,3 +429,170 @@ def load_sources(
         )
     loaded = [load_or_pretrain(config, s, directory=directory, device=device) for s in seeds]
     return [m for m, _ in loaded], [i for _, i in loaded]
+
+
+# --- Many small ResNets as one network (the notebook's grid runs in a few batched fits) ---------
+
+
+def _grouped_conv(convs) -> nn.Conv2d:
+    """M same-shape convs as one grouped conv: member m reads and writes its own channel block."""
+    c = convs[0]
+    out = nn.Conv2d(
+        c.in_channels * len(convs),
+        c.out_channels * len(convs),
+        c.kernel_size,
+        c.stride,
+        c.padding,
+        groups=len(convs),
+        bias=c.bias is not None,
+    )
+    with torch.no_grad():
+        out.weight.copy_(torch.cat([m.weight for m in convs]))
+        if c.bias is not None:
+            out.bias.copy_(torch.cat([m.bias for m in convs]))
+    return out
+
+
+def _grouped_bn(bns) -> nn.BatchNorm2d:
+    """M BatchNorms as one over M*C channels (BatchNorm is per channel, so nothing mixes)."""
+    b = bns[0]
+    out = nn.BatchNorm2d(b.num_features * len(bns), eps=b.eps, momentum=b.momentum)
+    with torch.no_grad():
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            getattr(out, name).copy_(torch.cat([getattr(m, name) for m in bns]))
+        out.num_batches_tracked.copy_(bns[0].num_batches_tracked)
+    return out
+
+
+def _grouped(module, members):
+    """The grouped twin of a conv / BatchNorm / Sequential / Identity / ReLU of M members."""
+    if isinstance(module, nn.Conv2d):
+        return _grouped_conv(members)
+    if isinstance(module, nn.BatchNorm2d):
+        return _grouped_bn(members)
+    if isinstance(module, nn.Sequential):
+        return nn.Sequential(
+            *[_grouped(sub, [m[i] for m in members]) for i, sub in enumerate(module)]
+        )
+    if isinstance(module, (nn.Identity, nn.ReLU)):
+        return copy.deepcopy(module)
+    raise TypeError(f"cannot group a {type(module).__name__}")
+
+
+class GroupedLinear(nn.Module):
+    """M independent linear layers: features [B, M, C] -> logits [B, M, K]."""
+
+    def __init__(self, linears):
+        super().__init__()
+        self.weight = nn.Parameter(torch.stack([m.weight.detach() for m in linears]).clone())
+        self.bias = nn.Parameter(torch.stack([m.bias.detach() for m in linears]).clone())
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bmc,mkc->bmk", h, self.weight) + self.bias
+
+
+class GroupedBlock(nn.Module):
+    """M :class:`utils.core.models.BasicBlock` s as one (grouped convs, M*C-channel BatchNorm)."""
+
+    def __init__(self, blocks):
+        super().__init__()
+        b = blocks[0]
+        self.residual = b.residual
+        for name in ("conv1", "norm1", "conv2", "norm2", "shortcut"):
+            setattr(self, name, _grouped(getattr(b, name), [getattr(m, name) for m in blocks]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.norm2(self.conv2(torch.relu(self.norm1(self.conv1(x)))))
+        if self.residual:
+            out = out + self.shortcut(x)
+        return torch.relu(out)
+
+
+class GroupedResNet(nn.Module):
+    """M same-shape ResNets (:class:`utils.core.models.ResNet`, BatchNorm) run as one network.
+
+    Every conv becomes a grouped conv (``groups=M``) and every BatchNorm one BatchNorm over the
+    M*C channels, so member m only ever sees its own channels: the output of member m equals
+    ``models[m](x[:, m:m+1])`` in train and eval mode (batch statistics and running statistics
+    per member), and so do its gradients (``tests/test_tasks_transfer.py``). Training all M as
+    one model through :func:`utils.core.train.fit` with :func:`grouped_loss` (the sum of the
+    members' mean losses: each member gets exactly its own gradient) is training M models on
+    the same example indices, at the cost of one. Parts are named as in a ResNet (``stem``,
+    ``stage1`` .., ``head``), so :func:`utils.instruments.finetune.freeze`, ``train_mode`` and
+    ``param_groups`` work on it unchanged.
+
+    Args:
+        models: M >= 1 ResNets of one shape with one input channel (not modified).
+
+    Input [B, M, H, W] (channel m: member m's image); output logits [B, M, K];
+    :meth:`features` gives [B, M, C].
+
+    Raises:
+        ValueError: empty ``models``, models of different shapes or more than one input channel.
+    """
+
+    def __init__(self, models):
+        super().__init__()
+        models = list(models)
+        if not models:
+            raise ValueError("models must hold at least one ResNet")
+        shapes = [[(n, tuple(p.shape)) for n, p in m.named_parameters()] for m in models]
+        if any(s != shapes[0] for s in shapes) or any(
+            getattr(m, "stage_names", None) != models[0].stage_names for m in models
+        ):
+            raise ValueError("all models must be ResNets of the same shape")
+        if models[0].stem[0].in_channels != 1:
+            raise ValueError("GroupedResNet takes one-channel ResNets")
+        self.members = len(models)
+        self.stem = _grouped(models[0].stem, [m.stem for m in models])
+        self.stage_names = list(models[0].stage_names)
+        for name in self.stage_names:
+            stages = [getattr(m, name) for m in models]
+            blocks = [GroupedBlock([s[i] for s in stages]) for i in range(len(stages[0]))]
+            self.add_module(name, nn.Sequential(*blocks))
+        self.head = GroupedLinear([m.head for m in models])
+        self.feature_dim = models[0].feature_dim
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features [B, M, C] of input [B, M, H, W]."""
+        if x.dim() != 4 or x.shape[1] != self.members:
+            raise ValueError(f"x must be [B, {self.members}, H, W], got {tuple(x.shape)}")
+        h = self.stem(x)
+        for name in self.stage_names:
+            h = getattr(self, name)(h)
+        return h.mean(dim=(2, 3)).view(len(x), self.members, -1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def grouped_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Sum over the M members of each member's mean cross-entropy: logits [B, M, K], y [B, M].
+
+    Members share no parameters, so the gradient of this sum with respect to member m's
+    weights is the gradient of member m's own mean loss (``loss_fn`` of :func:`train.fit`).
+    """
+    return F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum") / len(y)
+
+
+@torch.no_grad()
+def grouped_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, head=None) -> torch.Tensor:
+    """Per-member top-1 accuracy [M] of a :class:`GroupedResNet` (eval mode; modes restored).
+
+    Args:
+        x: [B, M, H, W]; y: int64 [B, M]. head: another :class:`GroupedLinear` to score the
+            model's features with (e.g. the kept source heads: forgetting), default its own.
+    """
+    modes = [m.training for m in model.modules()]
+    model.eval()
+    feats = torch.cat([model.features(x[i : i + EVAL_CHUNK]) for i in range(0, len(x), EVAL_CHUNK)])
+    logits = (head or model.head)(feats)
+    for m, mode in zip(model.modules(), modes, strict=True):
+        m.training = mode
+    return (logits.argmax(-1) == y).float().mean(0)
+
+
+def stack_tasks(tasks, field: str) -> torch.Tensor:
+    """One field of M target tasks side by side: x fields -> [N, M, H, W], y fields -> [N, M]."""
+    parts = [getattr(t, field) for t in tasks]
+    return torch.cat(parts, dim=1) if parts[0].dim() == 4 else torch.stack(parts, dim=1)
