@@ -206,6 +206,56 @@ def test_per_model_data_equals_separate_runs_on_each_data_set():
             torch.testing.assert_close(params[k][i], v, rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.parametrize("per_model_data", [False, True])
+def test_sampling_with_replacement_draws_the_batches_of_train_fit(per_model_data):
+    x, y = _data()
+    labels = torch.stack([y, (y + 1) % 3, y.flip(0)]) if per_model_data else y.expand(3, -1)
+    base, params = stacked.init_stack(_make, SEEDS)
+    tr = stacked.StackedTrainer(base, params, optimizer="adam", lr=[0.003, 0.01, 0.05])
+    xs = x.expand(3, *x.shape) if per_model_data else x
+    ys = labels if per_model_data else y
+    # 13 steps of batch 8 from 40 examples: 5 steps per "epoch", the budget ends mid-epoch
+    hist = stacked.fit_stacked(
+        tr,
+        xs,
+        ys,
+        steps=13,
+        batch_size=8,
+        seeds=SEEDS,
+        per_model_data=per_model_data,
+        sampling="replacement",
+    )
+    assert hist["step_loss"].shape == (13, 3)
+    for i, (seed, lr) in enumerate(zip(SEEDS, [0.003, 0.01, 0.05], strict=True)):
+        torch.manual_seed(seed)
+        model = _make()
+        ref = train.fit(
+            model,
+            x,
+            labels[i],
+            optimizer=optim.Adam(model.parameters(), lr=lr),
+            steps=13,
+            batch_size=8,
+            seed=seed,
+            sampling="replacement",
+            epoch_evals=False,
+            progress=False,
+        )
+        for k, v in model.state_dict().items():
+            torch.testing.assert_close(params[k][i], v, rtol=RTOL, atol=ATOL)
+        torch.testing.assert_close(
+            torch.as_tensor(hist["step_loss"][:, i]),
+            torch.as_tensor(ref["step_loss"], dtype=torch.float64),
+            rtol=RTOL,
+            atol=ATOL,
+        )
+    # a batch as large as the data set still draws with replacement (no full-batch shortcut)
+    first = next(stacked.batch_indices(40, 40, SEEDS, 1, sampling="replacement"))
+    assert first.shape == (3, 40) and len(set(first[0].tolist())) < 40
+    with pytest.raises(ValueError, match="sampling"):
+        stacked.fit_stacked(tr, xs, ys, steps=1, batch_size=8, seeds=SEEDS, sampling="bootstrap")
+
+
 def test_predict_loss_and_to_module():
     x, y = _data()
     base, params = stacked.init_stack(_make, SEEDS)

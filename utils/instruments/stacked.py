@@ -146,32 +146,52 @@ def to_module(
     return model
 
 
-def batch_indices(
-    n: int, batch_size: int, seeds: Sequence[int], epochs: int | None
-) -> Iterator[torch.Tensor]:
-    """Per-model mini-batch indices, each model shuffling with its own seed.
+SAMPLING = ("shuffle", "replacement")
 
-    Model i's order in every epoch is ``torch.randperm(n, generator=g_i)`` with ``g_i`` seeded
-    once with ``seeds[i]``: the order :func:`utils.core.train.fit` uses with ``seed=seeds[i]``
-    (``sampling="shuffle"``). The last batch of an epoch may be smaller (not dropped), as in
-    ``fit``.
+
+def batch_indices(
+    n: int,
+    batch_size: int,
+    seeds: Sequence[int],
+    epochs: int | None,
+    *,
+    sampling: str = "shuffle",
+) -> Iterator[torch.Tensor]:
+    """Per-model mini-batch indices, each model drawing with its own seed.
+
+    With ``sampling="shuffle"`` model i's order in every epoch is
+    ``torch.randperm(n, generator=g_i)`` with ``g_i`` seeded once with ``seeds[i]``: the order
+    :func:`utils.core.train.fit` uses with ``seed=seeds[i]`` (``sampling="shuffle"``). The last
+    batch of an epoch may be smaller (not dropped), as in ``fit``. With
+    ``sampling="replacement"`` every step draws ``torch.randint(n, (batch_size,), generator=g_i)``
+    and an epoch is ``ceil(n / batch_size)`` steps: the batches ``fit`` draws with
+    ``sampling="replacement"``.
 
     Args:
         n: examples (>= 1). batch_size: >= 1. seeds: one int per model.
         epochs: passes over the data (>= 1), or None for an endless stream.
+        sampling: ``"shuffle"`` or ``"replacement"`` (as in ``train.fit``).
 
     Yields:
         int64 tensors [M, b] (b = batch_size except possibly the last batch of an epoch).
 
     Raises:
-        ValueError: bad batch_size or epochs.
+        ValueError: bad batch_size, epochs or sampling.
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
         raise ValueError(f"epochs must be None or an int >= 1, got {epochs!r}")
+    if sampling not in SAMPLING:
+        raise ValueError(f"sampling must be one of {SAMPLING}, got {sampling!r}")
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
     epoch = 0
+    if sampling == "replacement":
+        while epochs is None or epoch < epochs:
+            for _ in range(math.ceil(n / batch_size)):
+                yield torch.stack([torch.randint(n, (batch_size,), generator=g) for g in gens])
+            epoch += 1
+        return
     while epochs is None or epoch < epochs:
         orders = torch.stack([torch.randperm(n, generator=g) for g in gens])
         for i in range(0, n, batch_size):
@@ -318,6 +338,7 @@ def fit_stacked(
     batch_size: int,
     seeds: Sequence[int],
     per_model_data: bool = False,
+    sampling: str = "shuffle",
     lr_schedule: Callable[[int], torch.Tensor | float] | None = None,
     evals: Mapping[str, Callable[[StackedTrainer], torch.Tensor | float]] | None = None,
     eval_every: int | None = None,
@@ -342,6 +363,10 @@ def fit_stacked(
         batch_size: examples per step and model (>= 1).
         seeds: one data-order seed per model (length M).
         per_model_data: see ``x, y``.
+        sampling: ``"shuffle"`` (default) or ``"replacement"``: model i draws the batches
+            ``train.fit`` draws with ``sampling=...`` and ``seed=seeds[i]`` (see
+            :func:`batch_indices`). With ``"replacement"`` there is no full-batch shortcut: every
+            step draws ``batch_size`` indices, as in ``fit``.
         lr_schedule: optional ``step -> lr`` (float or [M]) set before every step (step counts
             the steps already taken, from 0).
         evals: name -> ``f(trainer)`` returning a tensor [M] (or a float), recorded after the
@@ -355,9 +380,12 @@ def fit_stacked(
         with ``evals`` ``eval_step`` [K] and one array [K, M] (or [K]) per name.
 
     Raises:
-        ValueError: seeds of the wrong length, bad budgets, or data of the wrong shape.
+        ValueError: seeds of the wrong length, bad budgets or sampling, or data of the wrong
+            shape.
     """
     m = trainer.n_models
+    if sampling not in SAMPLING:
+        raise ValueError(f"sampling must be one of {SAMPLING}, got {sampling!r}")
     if len(seeds) != m:
         raise ValueError(f"seeds must have one entry per model ({m}), got {len(seeds)}")
     for name, value in (("epochs", epochs), ("steps", steps), ("eval_every", eval_every)):
@@ -380,7 +408,7 @@ def fit_stacked(
             raise ValueError(f"x and y must have the same length, got {x.shape[0]}, {y.shape[0]}")
         n = x.shape[0]
     rows = torch.arange(m, device=dev)[:, None]
-    full_batch = batch_size >= n
+    full_batch = batch_size >= n and sampling == "shuffle"
     per_model_batches = per_model_data or m > 1
     hist: dict[str, list] = {"step_loss": []}
     if evals:
@@ -400,7 +428,7 @@ def fit_stacked(
     batches = (
         itertools.repeat(None, epochs if epochs is not None else 2**62)
         if full_batch
-        else batch_indices(n, batch_size, seeds, epochs)
+        else batch_indices(n, batch_size, seeds, epochs, sampling=sampling)
     )
     for idx in batches:
         if step >= budget:
