@@ -256,6 +256,38 @@ def test_sampling_with_replacement_draws_the_batches_of_train_fit(per_model_data
         stacked.fit_stacked(tr, xs, ys, steps=1, batch_size=8, seeds=SEEDS, sampling="bootstrap")
 
 
+@pytest.mark.parametrize("per_model", [False, True])
+def test_grad_mode_sum_gives_the_gradients_of_vmap(per_model):
+    x, y = _data()
+    xs = torch.stack([x, 2 * x, -x]) if per_model else x
+    ys = torch.stack([y, (y + 1) % 3, y.flip(0)]) if per_model else y
+
+    def unused():  # a parameter that does not reach the loss gets a zero gradient in both modes
+        model = _make()
+        model.extra = nn.Parameter(torch.ones(2, dtype=torch.float64))
+        return model
+
+    out = {}
+    for mode in stacked.GRAD_MODES:
+        base, params = stacked.init_stack(unused, SEEDS)
+        tr = stacked.StackedTrainer(base, params, optimizer="adam", lr=0.01, grad_mode=mode)
+        out[mode] = tr.grads(xs, ys, per_model=per_model)
+        # whole runs agree too (the same updates from the same gradients)
+        stacked.fit_stacked(
+            tr, xs, ys, steps=6, batch_size=8, seeds=SEEDS, per_model_data=per_model
+        )
+        out[mode] += (tr.params,)
+    (gv, lv, pv), (gs, ls, ps) = out["vmap"], out["sum"]
+    torch.testing.assert_close(ls, lv, rtol=RTOL, atol=ATOL)
+    assert set(gs) == set(gv) and float(gs["extra"].abs().max()) == 0.0
+    assert float(gv["0.weight"].abs().max()) > 1e-3  # not a vacuous comparison
+    for k in gv:
+        torch.testing.assert_close(gs[k], gv[k], rtol=RTOL, atol=ATOL)
+        torch.testing.assert_close(ps[k], pv[k], rtol=RTOL, atol=ATOL)
+    with pytest.raises(ValueError, match="grad_mode"):
+        stacked.StackedTrainer(*stacked.init_stack(_make, SEEDS), grad_mode="jacrev")
+
+
 def test_predict_loss_and_to_module():
     x, y = _data()
     base, params = stacked.init_stack(_make, SEEDS)
