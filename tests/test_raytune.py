@@ -185,3 +185,45 @@ def test_run_argument_errors():
         raytune.run(raytune.toy_trainable, {}, metric="loss", mode="up", num_samples=1, seed=0)
     with pytest.raises(ValueError, match="num_samples"):
         raytune.run(raytune.toy_trainable, {}, metric="loss", mode="min", num_samples=0, seed=0)
+
+
+def _sleeper(*args: str):
+    import subprocess
+
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", *args])
+
+
+def test_a_failed_start_kills_its_leftover_processes_only(monkeypatch, tmp_path, temp):
+    """A timed-out ray.init leaves the head's GCS/dashboard/agent processes running; session()
+    kills the children that name its temp dir before retrying, and no other child."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    tmp = raytune.init_kwargs(root=tmp_path)["_temp_dir"]
+    unrelated = _sleeper("--temp-dir=/somewhere/else")
+    spawned = []
+
+    class _LeakyRay(_FlakyRay):
+        def init(self, **kw):
+            if self.fails > 0:
+                spawned.append(_sleeper(f"--temp-dir={kw['_temp_dir']}"))
+            super().init(**kw)
+
+    monkeypatch.setitem(sys.modules, "ray", _LeakyRay(1))
+    try:
+        with raytune.session(root=tmp_path):
+            assert spawned and spawned[0].poll() is not None  # killed before the retry
+            assert unrelated.poll() is None
+    finally:
+        unrelated.kill()
+        unrelated.wait()
+    assert tmp and len(spawned) == 1
+
+
+def test_stop_leftover_processes_counts_what_it_killed(tmp_path):
+    child = _sleeper(f"--session-dir={tmp_path}/session_x")
+    try:
+        assert raytune.stop_leftover_processes(tmp_path) == 1
+        assert child.poll() is not None  # gone (psutil reaped it, so no exit code is left)
+        assert raytune.stop_leftover_processes(tmp_path) == 0
+    finally:
+        child.kill()
+        child.wait()

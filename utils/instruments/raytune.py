@@ -124,6 +124,32 @@ def own_session_dirs(temp: Path | str, pid: int | None = None) -> list[Path]:
     return sorted(p for p in temp.glob(f"session_*_{pid}") if p.is_dir() and not p.is_symlink())
 
 
+def stop_leftover_processes(temp: Path | str, timeout: float = 5.0) -> int:
+    """Kill this process's descendants whose command line names ``temp``: the GCS, dashboard,
+    monitor and agent processes of a local Ray head whose start timed out. ``ray.shutdown()``
+    does not stop them (the failed node was never registered with the driver), and left
+    running they load the machine that the next start attempt needs.
+
+    Args:
+        temp: the ``_temp_dir`` the failed ``ray.init`` was given.
+        timeout: seconds to wait for the killed processes to exit.
+
+    Returns:
+        the number of processes killed.
+    """
+    import psutil
+
+    temp = str(temp)
+    victims = []
+    for p in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if any(temp in arg for arg in p.cmdline()):
+                p.kill()
+                victims.append(p)
+    psutil.wait_procs(victims, timeout=timeout)
+    return len(victims)
+
+
 def remove_own_sessions(temp: Path | str, pid: int | None = None) -> int:
     """Delete this process's Ray session folders under ``temp`` (see :func:`own_session_dirs`)
     and a ``session_latest`` link left dangling by that; other processes' sessions are kept.
@@ -171,6 +197,8 @@ def session(*, num_cpus: int | None = None, root: Path | str = ROOT) -> Iterator
                 break
             except Exception:  # noqa: BLE001 - Ray gives up after 30 s on a very busy machine
                 ray.shutdown()
+                if kwargs.get("_temp_dir"):  # the failed head's processes outlive shutdown()
+                    stop_leftover_processes(kwargs["_temp_dir"])
                 if attempt == START_ATTEMPTS:
                     raise  # the last failure propagates
         mode, shutdown = ("local", True) if owns_cluster(kwargs) else ("cluster", False)
