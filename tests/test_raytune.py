@@ -154,30 +154,98 @@ def test_session_removes_only_its_own_session_folder_after_a_clean_exit(
     assert (temp / "session_latest").exists() == fail
 
 
-def test_tiny_tuning_run_and_shutdown(monkeypatch):
+def test_tiny_tuning_run_per_group_asha_and_shutdown(monkeypatch):
+    """One real Ray session: two groups of trials in one Tuner.fit under per_group(ASHA) get the
+    stop decisions that the second group gets in a run of its own, although its losses are all
+    10 worse than the first group's (one shared ASHA would stop them at its first rung); then
+    Ray is shut down and nothing is left behind."""
     import ray
     from ray import tune
 
+    xs = [0.3, 0.9, 0.5, 0.0, 0.35, 0.8]
+    common = dict(metric="loss", mode="min", seed=0, max_concurrent_trials=1, num_samples=1)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     with raytune.session(num_cpus=1) as info:
         assert info["mode"] == "local" and ray.is_initialized()
-        res = raytune.run(
+        both = raytune.run(
             raytune.toy_trainable,
-            {"x": tune.uniform(0, 1)},
-            metric="loss",
-            mode="min",
-            num_samples=3,
-            seed=0,
-            scheduler=raytune.asha(max_t=3),
-            max_concurrent_trials=1,
+            {"offset": tune.grid_search([0.0, 10.0]), "x": tune.grid_search(xs)},
+            scheduler=raytune.per_group(lambda: raytune.asha(max_t=3, grace_period=1), "offset"),
             name="pytest_tiny",
+            **common,
+        )
+        alone = raytune.run(
+            raytune.toy_trainable,
+            {"offset": 10.0, "x": tune.grid_search(xs)},
+            scheduler=raytune.asha(max_t=3, grace_period=1),
+            name="pytest_tiny_alone",
+            **common,
         )
         assert raytune.child_cpu_seconds() > 0
     assert not ray.is_initialized()
     assert raytune.own_session_dirs(info["kwargs"]["_temp_dir"]) == []
     assert not (raytune.ROOT / "build" / "ray_results" / "pytest_tiny").exists()  # cleaned up
-    assert len(res) == 3 and all(1 <= r["iterations"] <= 3 for r in res)
-    assert all(0 <= r["config"]["x"] <= 1 for r in res)
+    assert len(both) == 2 * len(xs) and all(1 <= r["iterations"] <= 3 for r in both)
+    grouped = {r["config"]["x"]: r["iterations"] for r in both if r["config"]["offset"] == 10.0}
+    assert grouped == {r["config"]["x"]: r["iterations"] for r in alone}
+    assert set(grouped.values()) != {1}  # ASHA let some of the worse group's trials go on
+
+
+def test_per_group_routes_each_trial_to_its_groups_scheduler():
+    made = []
+
+    class Stub:
+        def __init__(self):
+            self.calls, self.props = [], None
+            made.append(self)
+
+        def set_search_properties(self, metric, mode, **spec):
+            self.props = (metric, mode)
+            return True
+
+        def on_trial_add(self, tc, trial):
+            self.calls.append(("add", trial.config["x"]))
+
+        def on_trial_result(self, tc, trial, result):
+            self.calls.append(("result", trial.config["x"]))
+            return "STOP" if trial.config["g"] == "b" else "CONTINUE"
+
+        def on_trial_complete(self, tc, trial, result):
+            self.calls.append(("complete", trial.config["x"]))
+
+        def on_trial_remove(self, tc, trial):
+            self.calls.append(("remove", trial.config["x"]))
+
+        def on_trial_error(self, tc, trial):
+            self.calls.append(("error", trial.config["x"]))
+
+        def debug_string(self):
+            return "stub"
+
+    trial = lambda g, x: types.SimpleNamespace(config={"g": g, "x": x})  # noqa: E731
+    sched = raytune.per_group(Stub, "g")
+    assert sched.set_search_properties("loss", "min")
+    sched.on_trial_add(None, trial("a", 1))
+    sched.on_trial_add(None, trial("b", 2))
+    assert sched.on_trial_result(None, trial("a", 1), {}) == "CONTINUE"
+    assert sched.on_trial_result(None, trial("b", 2), {}) == "STOP"
+    sched.on_trial_complete(None, trial("a", 1), {})
+    sched.on_trial_error(None, trial("b", 2))
+    sched.on_trial_remove(None, trial("b", 2))
+    a, b = made
+    assert a.calls == [("add", 1), ("result", 1), ("complete", 1)]
+    assert b.calls == [("add", 2), ("result", 2), ("error", 2), ("remove", 2)]
+    assert a.props == b.props == ("loss", "min")
+    assert sched.debug_string() == "g=a: stub; g=b: stub"
+    with pytest.raises(KeyError):
+        sched.on_trial_add(None, types.SimpleNamespace(config={"x": 3}))
+
+
+def test_per_group_argument_errors():
+    with pytest.raises(TypeError, match="make"):
+        raytune.per_group(None, "g")
+    with pytest.raises(TypeError, match="key"):
+        raytune.per_group(lambda: None, 3)
 
 
 def test_run_argument_errors():
