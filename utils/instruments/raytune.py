@@ -405,5 +405,6 @@ def toy_trainable(config: dict) -> None:
     workers can import it by name)."""
     from ray import tune
 
+    offset = float(config.get("offset", 0.0))
     for i in range(1, 4):
-        tune.report({"loss": (float(config["x"]) - 0.3) ** 2 + 1.0 / i + float(config.get("offset", 0.0))})
+        tune.report({"loss": (float(config["x"]) - 0.3) ** 2 + 1.0 / i + offset})
