@@ -165,8 +165,9 @@ def test_tiny_tuning_run_per_group_asha_and_shutdown(monkeypatch):
     xs = [0.3, 0.9, 0.5, 0.0, 0.35, 0.8]
     common = dict(metric="loss", mode="min", seed=0, max_concurrent_trials=1, num_samples=1)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    with raytune.session(num_cpus=1) as info:
-        assert info["mode"] == "local" and ray.is_initialized()
+    started = raytune.start_in_background(num_cpus=1)  # ray.init in a thread, as notebook 02 does
+    with raytune.session(num_cpus=1, started=started) as info:
+        assert info["mode"] == "local" and ray.is_initialized() and started.error is None
         both = raytune.run(
             raytune.toy_trainable,
             {"offset": tune.grid_search([0.0, 10.0]), "x": tune.grid_search(xs)},
@@ -295,3 +296,24 @@ def test_stop_leftover_processes_counts_what_it_killed(tmp_path):
     finally:
         child.kill()
         child.wait()
+
+
+@pytest.mark.parametrize("fails", [0, 1])
+def test_session_uses_or_replaces_a_background_start(fails, monkeypatch, tmp_path, temp):
+    """start_in_background runs one ray.init in a thread; session(started=...) waits for it and owns
+    that Ray (shuts it down); if it failed, session starts Ray itself in the foreground."""
+    stub = _FlakyRay(fails)
+    monkeypatch.setitem(sys.modules, "ray", stub)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    started = raytune.start_in_background(root=tmp_path)
+    with raytune.session(root=tmp_path, started=started) as info:
+        assert info["mode"] == "local" and info["waited_s"] >= 0
+        assert (started.error is None) == (fails == 0)
+        if fails == 0:
+            assert info["startup_s"] == started.startup_s
+    assert [c[0] for c in stub.calls] == ["init-failed", "shutdown"] * fails + ["init", "shutdown"]
+
+
+def test_no_background_start_for_a_cluster(monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    assert raytune.start_in_background() is None

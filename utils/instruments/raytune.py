@@ -21,6 +21,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -167,13 +168,109 @@ def remove_own_sessions(temp: Path | str, pid: int | None = None) -> int:
     return len(dirs)
 
 
+def _start_local(kwargs: Mapping, attempts: int) -> None:
+    """``ray.init(**kwargs)`` for a private local Ray, tried ``attempts`` times; the last failure
+    propagates. A failed attempt's leftover processes are killed before the next one."""
+    import ray
+
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(**kwargs)
+            return
+        except Exception:  # noqa: BLE001 - Ray gives up after 30 s on a very busy machine
+            ray.shutdown()
+            if kwargs.get("_temp_dir"):  # the failed head's processes outlive shutdown()
+                stop_leftover_processes(kwargs["_temp_dir"])
+            if attempt == attempts:
+                raise  # the last failure propagates
+
+
+class Starting:
+    """A private local Ray starting in a background thread: see :func:`start_in_background`.
+
+    The thread stays alive, idle, until :meth:`release` (called by :func:`session` after it shut
+    Ray down): Ray's processes are spawned with ``PR_SET_PDEATHSIG``, which Linux fires when the
+    spawning *thread* exits, so a thread that ended after ``ray.init`` would kill the GCS and
+    raylet it just started.
+
+    Attributes:
+        kwargs: the ``ray.init`` keyword arguments.
+        startup_s: wall seconds the start took (None while it runs).
+        error: the exception of a failed start (None if it worked or still runs).
+    """
+
+    def __init__(self, kwargs: dict):
+        self.kwargs, self.startup_s, self.error = kwargs, None, None
+        self._ready, self._released = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ray-start", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        t0 = time.perf_counter()
+        try:
+            _start_local(self.kwargs, attempts=1)  # session() retries in the foreground
+        except Exception as err:  # noqa: BLE001 - handed to session()
+            self.error = err
+        self.startup_s = time.perf_counter() - t0
+        self._ready.set()
+        if self.error is None:
+            self._released.wait()  # keep the parent thread of Ray's processes alive
+
+    def join(self) -> Starting:
+        """Wait for the start to finish (it may have failed: see ``error``)."""
+        self._ready.wait()
+        return self
+
+    def release(self) -> None:
+        """Let the thread end; call after ``ray.shutdown()``."""
+        self._released.set()
+        self._thread.join()
+
+
+def start_in_background(*, num_cpus: int | None = None, root: Path | str = ROOT) -> Starting | None:
+    """Start the private local Ray that a later :func:`session` will use, in a background thread.
+
+    A local start takes about 15 s wall on a 2-core machine, most of it Ray's own processes
+    (GCS, raylet, agents) starting. A notebook computes on one thread, so started early the
+    start-up runs on the otherwise idle core while other sections compute, and
+    ``session(started=...)`` finds Ray up. With ``RAY_ADDRESS`` set nothing is started (a
+    cluster is joined by :func:`session` itself) and None is returned.
+
+    Returns:
+        a :class:`Starting` handle to pass to :func:`session`, or None.
+
+    Raises:
+        ValueError: bad ``num_cpus`` (see :func:`init_kwargs`).
+    """
+    for k, v in _ENV_QUIET.items():
+        os.environ.setdefault(k, v)
+    kwargs = init_kwargs(root=root, num_cpus=num_cpus)
+    if not owns_cluster(kwargs):
+        return None
+    _prepare_temp(kwargs, root)
+    import ray  # noqa: F401 - imported here, not in the thread: module imports take a lock
+
+    return Starting(kwargs)
+
+
 @contextlib.contextmanager
-def session(*, num_cpus: int | None = None, root: Path | str = ROOT) -> Iterator[dict]:
+def session(
+    *, num_cpus: int | None = None, root: Path | str = ROOT, started: Starting | None = None
+) -> Iterator[dict]:
     """Context manager: start (or join) Ray, yield info, shut a private Ray down on exit.
+
+    Args:
+        num_cpus, root: see :func:`init_kwargs`.
+        started: a handle from :func:`start_in_background`. The block waits for that start and
+            owns the Ray it started (shuts it down on exit); if that start failed, the usual
+            foreground start runs. None or a handle with a different ``num_cpus``/root: ignored
+            when Ray is not up by then.
 
     Yields:
         dict with ``mode`` (``"local"``/``"cluster"``/``"reused"``), ``kwargs`` passed to
-        ``ray.init``, ``startup_s`` (wall seconds of import + init) and ``cpus`` (cluster CPUs).
+        ``ray.init``, ``startup_s`` (wall seconds of import + init; for a background start, the
+        start's own duration), ``waited_s`` (wall seconds this call waited for Ray to be up) and
+        ``cpus`` (cluster CPUs).
 
     A Ray already initialised in this process is reused and left running. A failed start
     (Ray waits a hard-coded 30 s for its raylet to register, which a loaded 2-core machine can
@@ -187,25 +284,22 @@ def session(*, num_cpus: int | None = None, root: Path | str = ROOT) -> Iterator
     import ray
 
     kwargs = init_kwargs(root=root, num_cpus=num_cpus)
-    if ray.is_initialized():
+    startup_s = None
+    if started is not None and started.join().error is None and ray.is_initialized():
+        kwargs, startup_s = started.kwargs, started.startup_s
+        mode, shutdown = "local", True
+    elif ray.is_initialized():
         mode, shutdown = "reused", False
     else:
         _prepare_temp(kwargs, root)
-        for attempt in range(1, START_ATTEMPTS + 1):
-            try:
-                ray.init(**kwargs)
-                break
-            except Exception:  # noqa: BLE001 - Ray gives up after 30 s on a very busy machine
-                ray.shutdown()
-                if kwargs.get("_temp_dir"):  # the failed head's processes outlive shutdown()
-                    stop_leftover_processes(kwargs["_temp_dir"])
-                if attempt == START_ATTEMPTS:
-                    raise  # the last failure propagates
+        _start_local(kwargs, START_ATTEMPTS)
         mode, shutdown = ("local", True) if owns_cluster(kwargs) else ("cluster", False)
+    waited_s = time.perf_counter() - start
     info = {
         "mode": mode,
         "kwargs": kwargs,
-        "startup_s": time.perf_counter() - start,
+        "startup_s": waited_s if startup_s is None else startup_s,
+        "waited_s": waited_s,
         "cpus": ray.cluster_resources().get("CPU", 0.0),
     }
     failed = True
@@ -215,6 +309,8 @@ def session(*, num_cpus: int | None = None, root: Path | str = ROOT) -> Iterator
     finally:
         if shutdown:
             ray.shutdown()
+            if started is not None:
+                started.release()
             if not failed and kwargs.get("_temp_dir"):
                 remove_own_sessions(kwargs["_temp_dir"])
 
