@@ -21,7 +21,6 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 
 SCALES = ("raw", "unit", "standard")
 SHAPES = ("flat", "image")
@@ -69,6 +68,8 @@ def _stratified(x: np.ndarray, y: np.ndarray, n_train: int, n_test: int):
     The test set is cut first, so it depends only on ``n_test``; the training set is then
     drawn from the remaining images.
     """
+    from sklearn.model_selection import train_test_split  # here: sklearn costs ~1.5 s to import
+
     idx = np.arange(len(y))
     rest, te = train_test_split(idx, test_size=n_test, stratify=y, random_state=_SPLIT_SEED)
     if n_train < len(rest):
@@ -266,6 +267,8 @@ def train_val_split(
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x and y must have the same length, got {x.shape[0]} and {y.shape[0]}")
+    from sklearn.model_selection import train_test_split  # here: sklearn costs ~1.5 s to import
+
     idx = np.arange(len(y))
     tr, va = train_test_split(
         idx, test_size=val_fraction, stratify=y.cpu().numpy(), random_state=seed
