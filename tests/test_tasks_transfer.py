@@ -285,3 +285,26 @@ def test_grouped_accuracy_is_the_same_in_chunks():
     with torch.no_grad():
         whole = (g(x).argmax(-1) == y).float().mean(0)
     assert torch.allclose(TT.grouped_accuracy(g, x, y), whole)
+
+
+def test_pick_members_assembles_each_members_chosen_run():
+    runs = [TT.GroupedResNet([TT.init_model(TINY, 10 * r + s) for s in range(3)]) for r in range(2)]
+    x = torch.randn(5, 3, 14, 14)
+    for g in runs:  # different running statistics per run
+        g.train()
+        g(x)
+    choice = [1, 0, 1]
+    picked = TT.pick_members(runs, choice).eval()
+    with torch.no_grad():
+        out = picked(x)
+        for m, r in enumerate(choice):
+            assert torch.equal(out[:, m], runs[r].eval()(x)[:, m])
+    assert (
+        TT.pick_members(runs, [0, 0, 0])
+        .state_dict()["stem.1.running_mean"]
+        .equal(runs[0].state_dict()["stem.1.running_mean"])
+    )
+    with pytest.raises(ValueError):
+        TT.pick_members(runs, [0, 2, 0])
+    with pytest.raises(ValueError):
+        TT.pick_members(runs, [0, 1])

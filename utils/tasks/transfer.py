@@ -22,6 +22,7 @@
   M same-shape ResNets run as one network (grouped convolutions, one BatchNorm over all the
   members' channels), so notebook 03 trains a whole row of its grid (distances x seeds) in one
   :func:`utils.core.train.fit` call; each member equals a separate model (tested).
+  :func:`pick_members` assembles each member's chosen run (e.g. its lr) from several into one.
 
 This module holds data, the cached source models and the grouped model only; the experiments
 (the transfer grid, the forgetting runs, the learning-rate choice) are written in notebook 03.
@@ -564,6 +565,42 @@ class GroupedResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+def pick_members(models, choice) -> GroupedResNet:
+    """One grouped model whose member m is member m of ``models[choice[m]]`` (weights and BN stats).
+
+    After training the same members at several learning rates (one :class:`GroupedResNet` per
+    lr), this assembles each member's chosen run into one model, so the chosen runs are
+    evaluated in one pass instead of evaluating every candidate. Every parameter and buffer of
+    a grouped model is member-major (conv/BatchNorm tensors stack M blocks on dim 0, the head
+    stacks M on dim 0), so member m's slice is row m of ``tensor.reshape(M, -1)``.
+
+    Args:
+        models: R >= 1 :class:`GroupedResNet` s of the same shape and member count M (not modified).
+        choice: M ints in 0..R-1 (e.g. ``val_acc.argmax(0)``).
+
+    Raises:
+        ValueError: models of different shapes, or ``choice`` not M indices into ``models``.
+    """
+    models = list(models)
+    states = [m.state_dict() for m in models]
+    members = models[0].members
+    choice = torch.as_tensor(choice, dtype=torch.int64).reshape(-1)
+    if len(choice) != members or not bool(((choice >= 0) & (choice < len(models))).all()):
+        raise ValueError(f"choice must be {members} indices in 0..{len(models) - 1}, got {choice}")
+    shapes = [{k: v.shape for k, v in s.items()} for s in states]
+    if any(m.members != members or sh != shapes[0] for m, sh in zip(models, shapes, strict=True)):
+        raise ValueError("all models must be GroupedResNets of the same shape")
+    out = copy.deepcopy(models[0])
+    rows = torch.arange(members)
+    with torch.no_grad():
+        for name, t in out.state_dict().items():
+            if t.dim() == 0:  # num_batches_tracked: one counter for all members
+                continue
+            stacked = torch.stack([s[name].reshape(members, -1) for s in states])  # [R, M, -1]
+            t.copy_(stacked[choice, rows].reshape(t.shape))
+    return out
 
 
 def grouped_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
