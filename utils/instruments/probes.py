@@ -278,7 +278,9 @@ def second_moment_spectrum(x: torch.Tensor) -> np.ndarray:
     Bottou, Orr & Mueller 1998, "Efficient BackProp", Sec. 4.3 and 5).
 
     Args:
-        x: [N, D] float tensor (computed in float64 on the CPU).
+        x: [N, D] float tensor (computed in float64 on the CPU, with ``torch.linalg.eigvalsh``:
+            it runs on torch's threads, so ``LAB_THREADS=1`` holds; numpy's LAPACK would start
+            its own BLAS threads).
 
     Returns:
         numpy float64 array [D], descending.
@@ -289,4 +291,4 @@ def second_moment_spectrum(x: torch.Tensor) -> np.ndarray:
     if x.dim() != 2:
         raise ValueError(f"x must be [N, D], got shape {tuple(x.shape)}")
     xd = x.detach().double().cpu()
-    return np.linalg.eigvalsh((xd.T @ xd / xd.shape[0]).numpy())[::-1].copy()
+    return torch.linalg.eigvalsh(xd.T @ xd / xd.shape[0]).numpy()[::-1].copy()
