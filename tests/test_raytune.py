@@ -193,9 +193,13 @@ def test_tiny_tuning_run_per_group_asha_and_shutdown(monkeypatch):
 
 
 def test_per_group_routes_each_trial_to_its_groups_scheduler():
+    from ray.tune.schedulers import FIFOScheduler
+
     made = []
 
     class Stub:
+        choose_trial_to_run = FIFOScheduler.choose_trial_to_run  # a FIFO-style scheduler
+
         def __init__(self):
             self.calls, self.props = [], None
             made.append(self)
@@ -317,3 +321,25 @@ def test_session_uses_or_replaces_a_background_start(fails, monkeypatch, tmp_pat
 def test_no_background_start_for_a_cluster(monkeypatch):
     monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
     assert raytune.start_in_background() is None
+
+
+def test_per_group_refuses_a_scheduler_with_its_own_trial_choice():
+    from ray.tune.schedulers import HyperBandScheduler
+
+    sched = raytune.per_group(lambda: HyperBandScheduler(metric="loss", mode="min"), "g")
+    with pytest.raises(TypeError, match="HyperBandScheduler"):
+        sched.on_trial_add(None, types.SimpleNamespace(config={"g": 1}))
+
+
+def test_a_second_background_start_returns_the_running_one(monkeypatch, tmp_path, temp):
+    """A re-run setup cell must not start a second Ray (nor shut the first one down)."""
+    stub = _FlakyRay(0)
+    monkeypatch.setitem(sys.modules, "ray", stub)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    first = raytune.start_in_background(root=tmp_path)
+    assert raytune.start_in_background(root=tmp_path) is first
+    with raytune.session(root=tmp_path, started=first) as info:
+        assert info["mode"] == "local"
+    assert [c[0] for c in stub.calls] == ["init", "shutdown"]
+    stub.up = True  # Ray up by other means: nothing to start, session() will reuse it
+    assert raytune.start_in_background(root=tmp_path) is None

@@ -173,6 +173,8 @@ def _start_local(kwargs: Mapping, attempts: int) -> None:
     propagates. A failed attempt's leftover processes are killed before the next one."""
     import ray
 
+    if ray.is_initialized():  # e.g. a second background start: never shut a working Ray down
+        return
     for attempt in range(1, attempts + 1):
         try:
             ray.init(**kwargs)
@@ -183,6 +185,10 @@ def _start_local(kwargs: Mapping, attempts: int) -> None:
                 stop_leftover_processes(kwargs["_temp_dir"])
             if attempt == attempts:
                 raise  # the last failure propagates
+
+
+_STARTING: Starting | None = None
+_STARTING_LOCK = threading.Lock()
 
 
 class Starting:
@@ -236,21 +242,33 @@ def start_in_background(*, num_cpus: int | None = None, root: Path | str = ROOT)
     ``session(started=...)`` finds Ray up. With ``RAY_ADDRESS`` set nothing is started (a
     cluster is joined by :func:`session` itself) and None is returned.
 
+    A failed start is not raised here: it is kept in the handle's ``error`` and
+    :func:`session` then starts Ray in the foreground. Called again while that start runs or its
+    Ray is up (a re-run setup cell), it returns the same handle; with Ray already initialised
+    otherwise, None. A start that hangs blocks :func:`session` as ``ray.init`` would.
+
     Returns:
         a :class:`Starting` handle to pass to :func:`session`, or None.
 
     Raises:
         ValueError: bad ``num_cpus`` (see :func:`init_kwargs`).
     """
+    global _STARTING
     for k, v in _ENV_QUIET.items():
         os.environ.setdefault(k, v)
     kwargs = init_kwargs(root=root, num_cpus=num_cpus)
     if not owns_cluster(kwargs):
         return None
-    _prepare_temp(kwargs, root)
-    import ray  # noqa: F401 - imported here, not in the thread: module imports take a lock
+    import ray  # imported here, not in the thread: module imports take a lock
 
-    return Starting(kwargs)
+    with _STARTING_LOCK:  # a re-run setup cell gets the start that is running or holding Ray up
+        if _STARTING is not None and _STARTING._thread.is_alive():
+            return _STARTING
+        if ray.is_initialized():
+            return None  # session() reuses that Ray
+        _prepare_temp(kwargs, root)
+        _STARTING = Starting(kwargs)
+        return _STARTING
 
 
 @contextlib.contextmanager
@@ -417,7 +435,9 @@ def per_group(make: Callable[[], object], key: str):
     as one ``Tuner.fit`` with ``key`` as a ``tune.grid_search`` dimension, paying that cost once.
     With ``max_concurrent_trials=1`` the trials of one group still run in the order they were
     generated, so an asynchronous scheduler such as ASHA makes the decisions it would make in a
-    run of that group alone (given the same configurations).
+    run of that group alone (given the same configurations). Only schedulers that pick trials
+    first in, first out and decide CONTINUE or STOP (ASHA, FIFO, median stopping with hard
+    stops) can be split this way; PAUSE-based ones (HyperBand, PBT) cannot.
 
     Args:
         make: a function that returns a fresh scheduler, e.g. ``lambda: asha(max_t=6)``; called
@@ -429,10 +449,14 @@ def per_group(make: Callable[[], object], key: str):
         trial; the groups' schedulers decide CONTINUE/STOP on each result).
 
     Raises:
-        TypeError: ``make`` not callable or ``key`` not a str.
+        TypeError: ``make`` not callable or ``key`` not a str; (during the run) ``make`` returned
+            a scheduler with its own trial choice (not FIFO).
         KeyError (during the run): a trial whose config lacks ``key``.
     """
     from ray.tune.schedulers import FIFOScheduler
+
+    def _fifo_like(sched) -> bool:  # picks trials FIFO and decides only CONTINUE/STOP
+        return type(sched).choose_trial_to_run is FIFOScheduler.choose_trial_to_run
 
     if not callable(make):
         raise TypeError(f"make must be a callable returning a scheduler, got {type(make).__name__}")
@@ -448,6 +472,7 @@ def per_group(make: Callable[[], object], key: str):
             self._props: tuple | None = None
 
         def set_search_properties(self, metric, mode, **spec) -> bool:
+            super().set_search_properties(metric, mode, **spec)
             self._props = (metric, mode, spec)
             return all(g.set_search_properties(metric, mode, **spec) for g in self.groups.values())
 
@@ -455,6 +480,11 @@ def per_group(make: Callable[[], object], key: str):
             group = trial.config[key]
             if group not in self.groups:
                 sched = make()
+                if not _fifo_like(sched):
+                    raise TypeError(
+                        "per_group needs schedulers that run trials first in, first out and "
+                        f"decide only CONTINUE/STOP (e.g. asha()), got {type(sched).__name__}"
+                    )
                 if self._props is not None:
                     metric, mode, spec = self._props
                     sched.set_search_properties(metric, mode, **spec)
