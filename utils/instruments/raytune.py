@@ -10,6 +10,10 @@
 * With ``RAY_ADDRESS`` set (e.g. ``ray://head:10001`` or ``auto``): the same code connects to
   that existing cluster, ships the ``utils`` package to its workers (``runtime_env``
   ``py_modules``), and leaves the cluster running on exit.
+* :func:`start_in_background` starts that private Ray in a thread, so its start-up overlaps
+  other work; ``session(started=...)`` then joins it. :func:`per_group` runs several independent
+  searches (e.g. one per seed) in one ``Tuner.fit``, each with its own scheduler, paying a
+  fit's fixed cost once.
 
 Ray Tune: Liaw et al. 2018, arXiv:1807.05118. ASHA: Li et al. 2020, arXiv:1810.05934.
 """
