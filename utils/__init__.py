@@ -4,9 +4,10 @@
 layer               modules
 ==================  ===========================================================================
 ``utils.core``      ``paths`` (repo root, build/, caches), ``repro`` (seeds, device, threads),
-                    ``data`` (offline real data), ``models``, ``train`` (THE training loop:
-                    ``train.fit``), ``metrics``, ``plot``, ``verdict`` (checked answers),
-                    ``check`` (exercise self-checks)
+                    ``parallel`` (``pmap``: independent seeded jobs on every core, with the
+                    numbers of a plain loop), ``data`` (offline real data), ``models``,
+                    ``train`` (THE training loop: ``train.fit``), ``metrics``, ``plot``,
+                    ``verdict`` (checked answers), ``check`` (exercise self-checks)
 ``utils.scratch``   the subject of the course, written from scratch and proven equal to a
                     library twin in ``tests/``: ``optim`` (torch.optim, adamp), ``norm``
                     (nn.BatchNorm*), ``attention`` (F.scaled_dot_product_attention,

@@ -1,0 +1,144 @@
+"""utils.core.parallel: pmap equals the plain loop bit for bit, and really uses other processes."""
+
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from utils.core import parallel
+
+
+def _training_job():
+    """A fully seeded job, defined in a function so that cloudpickle sends it by value, as a
+    notebook's function is sent."""
+    x = torch.randn(256, 16, generator=torch.Generator().manual_seed(0))
+
+    def job(seed):
+        torch.manual_seed(seed)
+        net = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
+        opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+        for _ in range(30):
+            loss = net(x).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return os.getpid(), loss.item(), [p.detach().clone() for p in net.parameters()]
+
+    return job
+
+
+def test_pmap_equals_the_plain_loop_bit_for_bit_and_uses_two_processes():
+    job = _training_job()
+    loop = [job(s) for s in range(5)]
+    par = parallel.pmap(job, range(5), n_workers=2)
+    assert [r[1] for r in par] == [r[1] for r in loop]  # float equality, not closeness
+    for (_, _, a), (_, _, b) in zip(par, loop, strict=True):
+        assert all(torch.equal(p, q) for p, q in zip(a, b, strict=True))
+    assert len({r[0] for r in par}) == 2  # this process and one worker both computed
+    assert os.getpid() in {r[0] for r in par}
+
+
+def test_pmap_keeps_order_and_accepts_lambdas_and_generators():
+    assert parallel.pmap(lambda v: v * v, (i for i in range(7)), n_workers=2) == [
+        i * i for i in range(7)
+    ]
+    assert parallel.pmap(lambda v: v, [], n_workers=2) == []
+
+
+def test_pmap_restores_the_callers_global_rng_states():
+    def draws(_):
+        torch.manual_seed(123)
+        return torch.rand(1).item(), np.random.rand(), random.random()
+
+    for n in (1, 2):
+        torch.manual_seed(7)
+        np.random.seed(7)
+        random.seed(7)
+        parallel.pmap(draws, range(3), n_workers=n)
+        after = torch.rand(1).item(), np.random.rand(), random.random()
+        torch.manual_seed(7)
+        np.random.seed(7)
+        random.seed(7)
+        assert after == (torch.rand(1).item(), np.random.rand(), random.random())
+
+
+def test_workers_compute_with_the_callers_thread_count():
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            got = parallel.pmap(lambda _: torch.get_num_threads(), range(4), n_workers=2)
+            assert got == [threads] * 4
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_workers_are_not_restarted_for_a_large_working_set():
+    def limit(_):
+        from joblib.externals.loky import process_executor
+
+        return process_executor._MAX_MEMORY_LEAK_SIZE
+
+    got = parallel.pmap(limit, range(2), n_workers=2)
+    assert parallel._LEAK_LIMIT_BYTES in got  # the job that ran in the worker saw the raised limit
+
+
+def test_an_exception_in_a_worker_is_raised_here_and_the_pool_survives():
+    def fails_on_first(v):
+        if v == 0:  # job 0 goes to the worker (the caller takes jobs from the back)
+            raise ValueError("job 0 failed")
+        return v
+
+    with pytest.raises(ValueError, match="job 0 failed"):
+        parallel.pmap(fails_on_first, range(4), n_workers=2)
+    assert parallel.pmap(lambda v: v + 1, range(3), n_workers=2) == [1, 2, 3]
+
+
+def test_one_worker_is_the_plain_loop_in_this_process(monkeypatch):
+    monkeypatch.setenv("LAB_WORKERS", "1")
+    assert parallel.pmap(lambda _: os.getpid(), range(3)) == [os.getpid()] * 3
+
+
+def test_workers_default_env_and_devices(monkeypatch):
+    monkeypatch.delenv("LAB_WORKERS", raising=False)
+    monkeypatch.setenv("LAB_THREADS", "1")
+    monkeypatch.setattr(parallel, "usable_cpus", lambda: 4)
+    monkeypatch.setattr(parallel.repro, "device", lambda: torch.device("cpu"))
+    assert parallel.workers() == 4
+    monkeypatch.setenv("LAB_THREADS", "2")
+    assert parallel.workers() == 2
+    monkeypatch.setenv("LAB_THREADS", "8")
+    assert parallel.workers() == 1
+    monkeypatch.setattr(parallel.repro, "device", lambda: torch.device("cuda"))
+    assert parallel.workers() == 1  # one shared device: a plain loop
+    monkeypatch.setenv("LAB_WORKERS", "3")
+    assert parallel.workers() == 3
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "two", "1.5"])
+def test_workers_rejects_a_bad_env(monkeypatch, bad):
+    monkeypatch.setenv("LAB_WORKERS", bad)
+    with pytest.raises(ValueError, match="LAB_WORKERS"):
+        parallel.workers()
+
+
+@pytest.mark.parametrize(
+    "n, exc", [(0, ValueError), (-1, ValueError), (2.0, TypeError), (True, TypeError)]
+)
+def test_pmap_and_warm_validate_n_workers(n, exc):
+    with pytest.raises(exc, match="n_workers"):
+        parallel.pmap(abs, [1], n_workers=n)
+    with pytest.raises(exc, match="n_workers"):
+        parallel.warm(n)
+
+
+def test_pmap_rejects_a_non_callable():
+    with pytest.raises(TypeError, match="fn must be callable"):
+        parallel.pmap(3, [1, 2])
+
+
+def test_warm_with_one_worker_starts_nothing(monkeypatch):
+    monkeypatch.setattr(parallel, "_executor", lambda n: pytest.fail("no pool for one worker"))
+    parallel.warm(1)
