@@ -308,3 +308,14 @@ def test_pick_members_assembles_each_members_chosen_run():
         TT.pick_members(runs, [0, 2, 0])
     with pytest.raises(ValueError):
         TT.pick_members(runs, [0, 1])
+
+
+def test_load_sources_pretrains_in_parallel_with_the_weights_of_one_by_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAB_WORKERS", "2")
+    models, infos = TT.load_sources(TINY, [1, 2, 3], directory=tmp_path / "parallel")
+    assert [i["cached"] for i in infos] == [False, False, False]
+    for seed, model in zip([1, 2, 3], models, strict=True):
+        alone, _ = TT.load_or_pretrain(TINY, seed, directory=tmp_path / "alone")
+        a, b = model.state_dict(), alone.state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert len(list((tmp_path / "parallel").iterdir())) == 3  # each worker wrote its cache file

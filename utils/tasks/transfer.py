@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import data, paths, repro, train
+from ..core import data, parallel, paths, repro, train
 from ..core.models import ResNet
 
 SOURCE_CLASSES = (0, 1, 2, 3, 4)
@@ -404,6 +404,8 @@ def load_sources(
 
     When some models are not in the cache yet, prints before pretraining them that they are
     pretrained once (pinned to :data:`PRETRAIN_THREADS` thread) and cached for the next runs.
+    The missing ones pretrain in parallel (:func:`utils.core.parallel.pmap`, the same weights
+    as one by one).
 
     Returns:
         (list of models, list of info dicts), in the order of ``seeds``.
@@ -428,7 +430,10 @@ def load_sources(
             f"Pretraining {len(missing)} source model(s) once ({PRETRAIN_THREADS} thread, a few "
             f"seconds each); cached in {folder} so the next run loads them."
         )
-    loaded = [load_or_pretrain(config, s, directory=directory, device=device) for s in seeds]
+    # the missing ones pretrain side by side on the machine's cores (each is seeded: same weights)
+    fetch = functools.partial(load_or_pretrain, config, directory=directory, device=device)
+    fresh = dict(zip(missing, parallel.pmap(fetch, missing), strict=True))
+    loaded = [fresh[s] if s in fresh else fetch(s) for s in seeds]
     return [m for m, _ in loaded], [i for _, i in loaded]
 
 
