@@ -2,6 +2,7 @@
 
 import os
 import random
+import time
 
 import numpy as np
 import pytest
@@ -76,13 +77,27 @@ def test_workers_compute_with_the_callers_thread_count():
 
 
 def test_workers_are_not_restarted_for_a_large_working_set():
+    from joblib.externals.loky import process_executor
+
+    assert hasattr(process_executor, "_MAX_MEMORY_LEAK_SIZE")  # the switch _init_worker raises
+
     def limit(_):
         from joblib.externals.loky import process_executor
 
-        return process_executor._MAX_MEMORY_LEAK_SIZE
+        return os.getpid(), process_executor._MAX_MEMORY_LEAK_SIZE
 
-    got = parallel.pmap(limit, range(2), n_workers=2)
-    assert parallel._LEAK_LIMIT_BYTES in got  # the job that ran in the worker saw the raised limit
+    got = dict(parallel.pmap(limit, range(2), n_workers=2))
+    assert len(got) == 2 and got.pop(os.getpid()) != parallel._LEAK_LIMIT_BYTES
+    assert list(got.values()) == [parallel._LEAK_LIMIT_BYTES]  # the worker's limit was raised
+
+
+def test_an_unseeded_job_gives_the_same_result_wherever_it_runs():
+    torch.manual_seed(3)
+    draws = parallel.pmap(lambda _: (os.getpid(), torch.rand(1).item()), range(4), n_workers=2)
+    assert len({pid for pid, _ in draws}) == 2  # both processes ran jobs
+    assert len({value for _, value in draws}) == 1  # every job started from the caller's state
+    torch.manual_seed(3)
+    assert draws[0][1] == torch.rand(1).item()
 
 
 def test_an_exception_in_a_worker_is_raised_here_and_the_pool_survives():
@@ -96,6 +111,47 @@ def test_an_exception_in_a_worker_is_raised_here_and_the_pool_survives():
     assert parallel.pmap(lambda v: v + 1, range(3), n_workers=2) == [1, 2, 3]
 
 
+def test_a_failed_worker_job_stops_the_handing_out(tmp_path):
+    def job(v):
+        (tmp_path / f"started{v}").touch()
+        if v == 0:  # job 0 goes to the worker and fails at once
+            raise RuntimeError("job 0 failed")
+        time.sleep(1.0)
+        return v
+
+    with pytest.raises(RuntimeError, match="job 0 failed"):
+        parallel.pmap(job, range(6), n_workers=2)
+    started = sorted(int(p.name[7:]) for p in tmp_path.iterdir())
+    assert 0 in started and len(started) < 6  # this process stopped taking jobs after the failure
+
+
+def test_an_exception_in_this_process_is_raised_while_a_worker_is_busy():
+    def job(v):
+        if v == 3:  # the caller takes the last job first
+            raise KeyError("caller's job")
+        time.sleep(0.5)
+        return v
+
+    with pytest.raises(KeyError, match="caller's job"):
+        parallel.pmap(job, range(4), n_workers=2)
+    assert parallel.pmap(abs, [-1, -2], n_workers=2) == [1, 2]
+
+
+def test_a_dead_worker_raises_broken_process_pool_and_the_next_call_recovers():
+    from concurrent.futures.process import BrokenProcessPool
+
+    caller = os.getpid()
+
+    def job(v):
+        if os.getpid() != caller:
+            os._exit(1)  # the worker process dies, as when the kernel kills it for memory
+        return v
+
+    with pytest.raises(BrokenProcessPool):
+        parallel.pmap(job, range(4), n_workers=2)
+    assert parallel.pmap(lambda v: v * 2, range(4), n_workers=2) == [0, 2, 4, 6]
+
+
 def test_one_worker_is_the_plain_loop_in_this_process(monkeypatch):
     monkeypatch.setenv("LAB_WORKERS", "1")
     assert parallel.pmap(lambda _: os.getpid(), range(3)) == [os.getpid()] * 3
@@ -103,18 +159,22 @@ def test_one_worker_is_the_plain_loop_in_this_process(monkeypatch):
 
 def test_workers_default_env_and_devices(monkeypatch):
     monkeypatch.delenv("LAB_WORKERS", raising=False)
+    monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
     monkeypatch.setenv("LAB_THREADS", "1")
     monkeypatch.setattr(parallel, "usable_cpus", lambda: 4)
     monkeypatch.setattr(parallel.repro, "device", lambda: torch.device("cpu"))
     assert parallel.workers() == 4
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")  # two notebooks at once share the cores
+    assert parallel.workers() == 2
+    monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT")
     monkeypatch.setenv("LAB_THREADS", "2")
     assert parallel.workers() == 2
     monkeypatch.setenv("LAB_THREADS", "8")
     assert parallel.workers() == 1
-    monkeypatch.setattr(parallel.repro, "device", lambda: torch.device("cuda"))
-    assert parallel.workers() == 1  # one shared device: a plain loop
     monkeypatch.setenv("LAB_WORKERS", "3")
     assert parallel.workers() == 3
+    monkeypatch.setattr(parallel.repro, "device", lambda: torch.device("cuda"))
+    assert parallel.workers() == 1  # one shared device: a plain loop, whatever LAB_WORKERS says
 
 
 @pytest.mark.parametrize("bad", ["0", "-1", "two", "1.5"])
@@ -134,9 +194,11 @@ def test_pmap_and_warm_validate_n_workers(n, exc):
         parallel.warm(n)
 
 
-def test_pmap_rejects_a_non_callable():
+def test_pmap_rejects_a_non_callable_and_a_non_iterable():
     with pytest.raises(TypeError, match="fn must be callable"):
         parallel.pmap(3, [1, 2])
+    with pytest.raises(TypeError, match="jobs must be an iterable"):
+        parallel.pmap(abs, 5)
 
 
 def test_warm_with_one_worker_starts_nothing(monkeypatch):

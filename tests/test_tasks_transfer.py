@@ -318,4 +318,4 @@ def test_load_sources_pretrains_in_parallel_with_the_weights_of_one_by_one(tmp_p
         alone, _ = TT.load_or_pretrain(TINY, seed, directory=tmp_path / "alone")
         a, b = model.state_dict(), alone.state_dict()
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert len(list((tmp_path / "parallel").iterdir())) == 3  # each worker wrote its cache file
+    assert len(list((tmp_path / "parallel").iterdir())) == 3  # every model's cache file was written

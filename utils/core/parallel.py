@@ -11,7 +11,8 @@ The one condition is the usual one for a parallel map: each job must be *fully s
 result a function of its arguments alone. A job that draws from the global RNG (``torch.rand``
 without a generator, a model built without ``torch.manual_seed``) would see a different global
 state in a worker than it sees as the n-th step of a loop. Seed inside the job; the notebooks
-do. For the same reason ``pmap`` leaves the caller's global RNG state as it found it.
+do. As a safety net every job starts from the same global RNG states (the caller's), wherever
+it runs, and ``pmap`` leaves the caller's states as it found them.
 
 The workers are joblib's process pool (loky, ``joblib.externals.loky.get_reusable_executor``,
 the pool ``joblib.Parallel`` and scikit-learn use). It pickles functions defined in a notebook
@@ -43,25 +44,30 @@ R = TypeVar("R")
 
 
 def usable_cpus() -> int:
-    """CPU cores this process may run on (its affinity mask where the OS has one), >= 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
+    """CPU cores this process may use: ``joblib.cpu_count()``, which honours the affinity mask
+    and a container's CPU quota, >= 1."""
+    import joblib
+
+    return max(1, joblib.cpu_count())
 
 
 def workers() -> int:
-    """Processes ``pmap`` computes in, this one included: env ``LAB_WORKERS``, else one per core.
+    """Processes ``pmap`` computes in, this one included.
 
-    The default is ``usable_cpus() // repro.lab_threads()``, so ``LAB_THREADS=2`` on a 2-core
-    machine gives 1, a plain loop. More processes than cores do not help: measured on 2 cores,
-    3 training jobs in 3 processes took 25 s where 2 processes took 21 s (the caches thrash,
-    and each extra worker costs a torch import). Off the CPU it is 1. ``LAB_WORKERS=1`` turns
-    the pool off everywhere: the numbers do not change, only the wall time does.
+    Off the CPU (CUDA, MPS) always 1: one device is shared. Else env ``LAB_WORKERS``, else
+    ``usable_cpus() // repro.lab_threads() // n`` where n is the number of pytest-xdist
+    workers running notebooks side by side (``PYTEST_XDIST_WORKER_COUNT``, 1 outside pytest):
+    one process per core that is not already busy. So ``LAB_THREADS=2`` on 2 cores, or
+    ``make test`` (two notebooks at once on 2 cores), gives 1, a plain loop. More processes
+    than cores do not help: measured on 2 cores, 3 training jobs in 3 processes took 25 s
+    where 2 processes took 21 s (the caches thrash, and each extra worker imports torch).
+    ``LAB_WORKERS=1`` turns the pool off: the numbers do not change, only the wall time does.
 
     Raises:
         ValueError: ``LAB_WORKERS`` is not a positive integer.
     """
+    if repro.device().type != "cpu":
+        return 1
     raw = os.environ.get(_ENV_WORKERS, "").strip()
     if raw:
         try:
@@ -71,20 +77,36 @@ def workers() -> int:
         if value < 1:
             raise ValueError(f"LAB_WORKERS must be a positive integer, got {value}")
         return value
-    if repro.device().type != "cpu":
-        return 1
-    return max(1, usable_cpus() // repro.lab_threads())
+    try:
+        sharing = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    except ValueError:
+        sharing = 1
+    return max(1, usable_cpus() // repro.lab_threads() // sharing)
 
 
-class _InWorker:
-    """``fn`` wrapped to run with the notebook's thread count and determinism switches."""
+def _rng_states() -> tuple:
+    return torch.get_rng_state(), np.random.get_state(), random.getstate()
 
-    def __init__(self, fn: Callable[[Any], Any], threads: int):
-        self.fn, self.threads = fn, threads
+
+def _set_rng_states(states: tuple) -> None:
+    torch.set_rng_state(states[0])
+    np.random.set_state(states[1])
+    random.setstate(states[2])
+
+
+class _Job:
+    """``fn`` wrapped to start every job from the same global RNG states (the caller's at the
+    ``pmap`` call) and, in a worker, with the caller's thread count and determinism switches."""
+
+    def __init__(self, fn: Callable[[Any], Any], threads: int, states: tuple):
+        self.fn, self.threads, self.states = fn, threads, states
+        self.caller = os.getpid()
 
     def __call__(self, job: Any) -> Any:
-        torch.set_num_threads(self.threads)
-        repro.determinism(True)
+        if os.getpid() != self.caller:  # in a worker: compute as the caller does
+            torch.set_num_threads(self.threads)
+            repro.determinism(True)
+        _set_rng_states(self.states)
         return self.fn(job)
 
 
@@ -95,15 +117,15 @@ def _ready(modules: tuple[str, ...] = ()) -> int:
 
 
 def _init_worker() -> None:
+    os.environ["LAB_PROGRESS"] = "0"  # a worker's bars would go to the terminal, not the notebook
     # loky restarts a worker whose memory grew by 300 MB since its first job, to contain leaks.
     # A training run's working set (activations, torch's cached allocations, the job's data)
     # is that large without leaking, and a restart costs a fresh torch import (~3 CPU-s), so
     # the threshold is raised for these workers. A joblib without this switch just restarts.
-    try:
-        from joblib.externals.loky import process_executor
-    except ImportError:  # pragma: no cover - the vendored layout of joblib 1.x
-        return
-    process_executor._MAX_MEMORY_LEAK_SIZE = _LEAK_LIMIT_BYTES
+    from joblib.externals.loky import process_executor
+
+    if hasattr(process_executor, "_MAX_MEMORY_LEAK_SIZE"):  # tested: the pinned joblib has it
+        process_executor._MAX_MEMORY_LEAK_SIZE = _LEAK_LIMIT_BYTES
 
 
 _pool_size = 0  # the size the pool grew to here (it never shrinks: that kills workers)
@@ -144,58 +166,78 @@ def pmap(fn: Callable[[T], R], jobs: Iterable[T], *, n_workers: int | None = Non
 
     Like ``joblib.Parallel(n_jobs)(delayed(fn)(j) for j in jobs)`` with the loky backend, except
     that this process computes jobs too (it would otherwise wait idle, and its jobs need no
-    pickling), and each worker computes with this process's thread count and ``repro``'s
-    determinism switches. So the result equals the plain loop's bit for bit when every job is
-    fully seeded (module docstring). Jobs are handed out in order as processes come free.
-    Arguments and results travel by pickle: keep them to tensors, arrays, numbers and small
-    models. An exception in a job is raised here, with the worker's traceback.
+    pickling): workers take jobs from the front of the list, this process from the back, each
+    the next one as soon as it is free. Every job starts from the global RNG states the caller
+    had when calling ``pmap`` (torch CPU, numpy, ``random``), with the caller's thread count
+    and ``repro``'s determinism switches, so where a job runs cannot change its result; a
+    fully seeded job (module docstring) gives the plain loop's result bit for bit. When
+    ``pmap`` returns, the caller's RNG states are as they were.
 
-    Unlike the loop, ``pmap`` restores the caller's global RNG states (torch CPU, numpy,
-    ``random``) when it returns, whichever process ran which job.
+    Costs: each job sends ``fn`` and the globals it uses by pickle (cloudpickle), and its result
+    comes back the same way; keep them to tensors, arrays, numbers and small models. A job must
+    not change globals the caller reads afterwards: in a worker the change is lost.
 
     Args:
         fn: a function of one argument; a lambda or a function defined in a notebook works.
-        jobs: the arguments, one per job; consumed into a list first.
-        n_workers: processes to compute in, this one included; 1 runs the plain loop here.
+        jobs: an iterable of arguments, one per job; consumed into a list first.
+        n_workers: processes to compute in, this one included; 1 runs the loop here.
 
     Raises:
-        TypeError: ``fn`` is not callable, or ``n_workers`` not an int.
-        ValueError: ``n_workers`` < 1.
+        TypeError: ``fn`` is not callable, ``jobs`` is not iterable, ``n_workers`` not an int.
+        ValueError: ``n_workers`` < 1, or a bad ``LAB_WORKERS``.
+        Whatever a job raises (from a worker, with its traceback); no new job starts after it.
+        ``concurrent.futures.process.BrokenProcessPool`` if a worker process died (killed
+        for memory, or interrupted); the next call starts a fresh pool.
     """
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
-    jobs = list(jobs)
+    try:
+        jobs = list(jobs)
+    except TypeError:
+        raise TypeError(f"jobs must be an iterable, got {type(jobs).__name__}") from None
     n = min(_check_n(n_workers), len(jobs))
-    states = torch.get_rng_state(), np.random.get_state(), random.getstate()
+    states = _rng_states()
+    call = _Job(fn, torch.get_num_threads(), states)
     try:
         if n <= 1:
-            return [fn(job) for job in jobs]
-        return _shared(fn, jobs, _executor(n - 1), n - 1)
+            return [call(job) for job in jobs]
+        return _shared(call, jobs, _executor(n - 1), n - 1)
     finally:
-        torch.set_rng_state(states[0])
-        np.random.set_state(states[1])
-        random.setstate(states[2])
+        _set_rng_states(states)
 
 
-def _shared(fn, jobs, ex, n_pool: int) -> list:
+def _shared(call: _Job, jobs: list, ex, n_pool: int) -> list:
     """Jobs from the front go to the pool's workers, from the back to this process.
 
-    A worker's next job is submitted the moment its last one ends (a done-callback), so no
-    process waits while another still has jobs to hand out.
+    A worker's next job is submitted by the done-callback of its last one, so no process waits
+    while another still has jobs to hand out. The first failure (a job's exception, a
+    submission refused by a broken pool) stops the handing out.
     """
-    call = _InWorker(fn, torch.get_num_threads())
     results: list = [None] * len(jobs)
     lock = threading.Lock()
     todo = {"front": 0, "back": len(jobs)}  # jobs[front:back] are not started yet
     futures: list[concurrent.futures.Future] = []
+    errors: list[BaseException] = []
 
-    def submit_next(_done=None) -> None:
+    def stop() -> None:
+        with lock:
+            todo["back"] = todo["front"]
+
+    def submit_next(done: concurrent.futures.Future | None = None) -> None:
+        if done is not None and (done.cancelled() or done.exception() is not None):
+            stop()
+            return
         with lock:
             if todo["front"] >= todo["back"]:
                 return
             i = todo["front"]
             todo["front"] += 1
-            fut = ex.submit(call, jobs[i])
+            try:
+                fut = ex.submit(call, jobs[i])
+            except BaseException as err:  # a broken pool: runs in loky's thread, so keep it
+                errors.append(err)
+                todo["back"] = todo["front"]
+                return
             fut.index = i
             futures.append(fut)
         fut.add_done_callback(submit_next)
@@ -209,16 +251,17 @@ def _shared(fn, jobs, ex, n_pool: int) -> list:
                     break
                 todo["back"] -= 1
                 i = todo["back"]
-            results[i] = fn(jobs[i])
-        done = 0
-        while done < len(futures):  # the list grows while callbacks submit; wait for every future
-            futures[done].result()
-            done += 1
-        for fut in futures:
-            results[fut.index] = fut.result()
+            results[i] = call(jobs[i])
+        waited = 0
+        while waited < len(futures):  # callbacks may append while we wait: wait for each one
+            concurrent.futures.wait([futures[waited]])
+            waited += 1
+        if errors:
+            raise errors[0]
+        for fut in sorted(futures, key=lambda f: f.index):
+            results[fut.index] = fut.result()  # raises the first failed job's exception
     except BaseException:
-        with lock:
-            todo["back"] = todo["front"]  # hand out nothing more
+        stop()
         for fut in futures:
             fut.cancel()
         raise
