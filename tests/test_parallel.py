@@ -11,12 +11,22 @@ import torch
 from utils.core import parallel
 
 
-def _training_job():
+def _meet(folder, n=2, timeout_s=60.0):
+    """Block a job until n different processes have started jobs (a file each): without it, a
+    warm worker may finish a tiny job 0 and take job 1 before this process takes any."""
+    (folder / f"pid{os.getpid()}").touch()
+    deadline = time.monotonic() + timeout_s
+    while len(list(folder.glob("pid*"))) < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _training_job(folder):
     """A fully seeded job, defined in a function so that cloudpickle sends it by value, as a
     notebook's function is sent."""
     x = torch.randn(256, 16, generator=torch.Generator().manual_seed(0))
 
     def job(seed):
+        _meet(folder)
         torch.manual_seed(seed)
         net = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
         opt = torch.optim.Adam(net.parameters(), lr=1e-2)
@@ -30,9 +40,12 @@ def _training_job():
     return job
 
 
-def test_pmap_equals_the_plain_loop_bit_for_bit_and_uses_two_processes():
-    job = _training_job()
+def test_pmap_equals_the_plain_loop_bit_for_bit_and_uses_two_processes(tmp_path):
+    job = _training_job(tmp_path)
+    (tmp_path / "pid0").touch()  # the loop runs in one process: let it pass the meeting point
     loop = [job(s) for s in range(5)]
+    for f in tmp_path.glob("pid*"):
+        f.unlink()
     par = parallel.pmap(job, range(5), n_workers=2)
     assert [r[1] for r in par] == [r[1] for r in loop]  # float equality, not closeness
     for (_, _, a), (_, _, b) in zip(par, loop, strict=True):
@@ -76,7 +89,7 @@ def test_workers_compute_with_the_callers_thread_count():
         torch.set_num_threads(before)
 
 
-def test_workers_are_not_restarted_for_a_large_working_set():
+def test_workers_are_not_restarted_for_a_large_working_set(tmp_path):
     from joblib.externals.loky import process_executor
 
     assert hasattr(process_executor, "_MAX_MEMORY_LEAK_SIZE")  # the switch _init_worker raises
@@ -84,6 +97,7 @@ def test_workers_are_not_restarted_for_a_large_working_set():
     def limit(_):
         from joblib.externals.loky import process_executor
 
+        _meet(tmp_path)
         return os.getpid(), process_executor._MAX_MEMORY_LEAK_SIZE
 
     got = dict(parallel.pmap(limit, range(2), n_workers=2))
@@ -91,9 +105,13 @@ def test_workers_are_not_restarted_for_a_large_working_set():
     assert list(got.values()) == [parallel._LEAK_LIMIT_BYTES]  # the worker's limit was raised
 
 
-def test_an_unseeded_job_gives_the_same_result_wherever_it_runs():
+def test_an_unseeded_job_gives_the_same_result_wherever_it_runs(tmp_path):
+    def draw(_):
+        _meet(tmp_path)
+        return os.getpid(), torch.rand(1).item()
+
     torch.manual_seed(3)
-    draws = parallel.pmap(lambda _: (os.getpid(), torch.rand(1).item()), range(4), n_workers=2)
+    draws = parallel.pmap(draw, range(4), n_workers=2)
     assert len({pid for pid, _ in draws}) == 2  # both processes ran jobs
     assert len({value for _, value in draws}) == 1  # every job started from the caller's state
     torch.manual_seed(3)
