@@ -81,7 +81,7 @@ def test_place_legends_moves_a_legend_off_the_data():
     ax.legend(loc="upper right")
     fig.canvas.draw()
     assert plot.legend_covers_data(ax)  # the detector sees the overlap ...
-    plot.place_legends(fig)
+    assert plot.place_legends(fig) is False  # (inside the axes: no new layout needed)
     fig.canvas.draw()
     assert not plot.legend_covers_data(ax)  # ... and the legend moved to a free place
     plt.close(fig)
@@ -93,7 +93,7 @@ def test_place_legends_goes_outside_when_a_band_fills_the_axes():
     ax.plot(x, x, label="mean")
     ax.fill_between(x, 0, 1, alpha=0.2, label="band")
     ax.legend()
-    plot.place_legends(fig)
+    assert plot.place_legends(fig) is True  # outside: show() redoes the layout
     fig.canvas.draw()
     assert not plot.legend_covers_data(ax)
     assert ax.get_legend().get_window_extent().x0 > ax.get_window_extent().x1  # right of the axes

@@ -203,9 +203,14 @@ def legend_covers_data(ax: plt.Axes) -> bool:
     return False
 
 
-def place_legends(fig: plt.Figure) -> None:
+def place_legends(fig: plt.Figure) -> bool:
     """Put every axes legend where it covers no data: the first free corner or edge position,
-    else outside the axes on the right (the figure grows to make room)."""
+    else outside the axes on the right (the figure grows to make room).
+
+    Returns:
+        True when a legend went outside its axes (the layout must then be redone).
+    """
+    outside = False
     fig.canvas.draw()
     for ax in fig.axes:
         legend = ax.get_legend()
@@ -228,6 +233,8 @@ def place_legends(fig: plt.Figure) -> None:
                 break
         else:
             ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), title=title)
+            outside = True
+    return outside
 
 
 def show(fig: plt.Figure | None = None) -> None:
@@ -243,7 +250,7 @@ def show(fig: plt.Figure | None = None) -> None:
         plt.close(fig)
         raise ValueError("figure is not fully labelled: " + "; ".join(problems))
     fig.tight_layout()
-    place_legends(fig)
-    fig.tight_layout()
+    if place_legends(fig):  # a legend inside its axes leaves the layout as it is
+        fig.tight_layout()
     plt.show()
     plt.close(fig)
