@@ -121,3 +121,16 @@ def test_setup_pins_the_thread_count(monkeypatch):
     finally:
         torch.set_num_threads(before)
         repro.determinism(False)
+
+
+def test_env_int_default_value_and_errors_name_the_variable(monkeypatch):
+    monkeypatch.delenv("LAB_TEST_INT", raising=False)
+    assert repro.env_int("LAB_TEST_INT", None, minimum=1) is None
+    monkeypatch.setenv("LAB_TEST_INT", "  ")
+    assert repro.env_int("LAB_TEST_INT", 4, minimum=1) == 4
+    monkeypatch.setenv("LAB_TEST_INT", "7")
+    assert repro.env_int("LAB_TEST_INT", 4, minimum=1) == 7
+    for raw, minimum, kind in [("0", 1, "positive"), ("-1", 0, "non-negative"), ("x", 2, ">= 2")]:
+        monkeypatch.setenv("LAB_TEST_INT", raw)
+        with pytest.raises(ValueError, match=f"LAB_TEST_INT must be .*{kind}"):
+            repro.env_int("LAB_TEST_INT", 4, minimum=minimum)

@@ -68,14 +68,8 @@ def workers() -> int:
     """
     if repro.device().type != "cpu":
         return 1
-    raw = os.environ.get(_ENV_WORKERS, "").strip()
-    if raw:
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ValueError(f"LAB_WORKERS must be a positive integer, got {raw!r}") from None
-        if value < 1:
-            raise ValueError(f"LAB_WORKERS must be a positive integer, got {value}")
+    value = repro.env_int(_ENV_WORKERS, None, minimum=1)
+    if value is not None:
         return value
     try:
         sharing = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))

@@ -22,20 +22,34 @@ _ENV_DEVICE = "LAB_DEVICE"
 _ENV_THREADS = "LAB_THREADS"
 
 
+def env_int(name: str, default: int | None, *, minimum: int) -> int | None:
+    """The integer in environment variable ``name``, or ``default`` when it is unset or blank.
+
+    Raises:
+        ValueError: the value is not an integer >= ``minimum`` (the message names ``name``).
+    """
+    kind = {0: "a non-negative integer", 1: "a positive integer"}.get(
+        minimum, f"an integer >= {minimum}"
+    )
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be {kind}, got {raw!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be {kind}, got {value}")
+    return value
+
+
 def base_seed() -> int:
     """Return the base seed from env ``LAB_SEED`` (default 0).
 
     Raises:
         ValueError: if ``LAB_SEED`` is not a non-negative integer.
     """
-    raw = os.environ.get(_ENV_SEED, "0").strip() or "0"
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"LAB_SEED must be a non-negative integer, got {raw!r}") from None
-    if value < 0:
-        raise ValueError(f"LAB_SEED must be a non-negative integer, got {value}")
-    return value
+    return env_int(_ENV_SEED, 0, minimum=0)
 
 
 def seeds(n: int, *, stream: int = 0) -> list[int]:
@@ -147,14 +161,7 @@ def lab_threads() -> int:
     Raises:
         ValueError: ``LAB_THREADS`` not a positive integer.
     """
-    raw = os.environ.get(_ENV_THREADS, "1").strip() or "1"
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"LAB_THREADS must be a positive integer, got {raw!r}") from None
-    if value < 1:
-        raise ValueError(f"LAB_THREADS must be a positive integer, got {value}")
-    return value
+    return env_int(_ENV_THREADS, 1, minimum=1)
 
 
 @contextlib.contextmanager
