@@ -222,3 +222,21 @@ def test_pmap_rejects_a_non_callable_and_a_non_iterable():
 def test_warm_with_one_worker_starts_nothing(monkeypatch):
     monkeypatch.setattr(parallel, "_executor", lambda n: pytest.fail("no pool for one worker"))
     parallel.warm(1)
+
+
+def test_pool_processes_are_recognised_and_left_out_of_rays_cpu_count():
+    import psutil
+
+    from utils.instruments import raytune
+
+    def burn(_):
+        end = time.process_time() + 0.6
+        while time.process_time() < end:
+            pass
+        return os.getpid()
+
+    pids = set(parallel.pmap(burn, range(2), n_workers=2)) - {os.getpid()}
+    assert pids and all(parallel.is_pool_process(psutil.Process(p).cmdline()) for p in pids)
+    assert not parallel.is_pool_process(psutil.Process().cmdline())
+    assert raytune.child_cpu_seconds() < 0.5  # the worker's 0.6 CPU-s (and more) are not counted
+    assert parallel.pool_cpu_seconds() > 0.6  # ... they are the pool's

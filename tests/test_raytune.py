@@ -167,7 +167,10 @@ def test_tiny_tuning_run_per_group_asha_and_shutdown(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     started = raytune.start_in_background(num_cpus=1)  # ray.init in a thread, as notebook 02 does
     with raytune.session(num_cpus=1, started=started) as info:
-        assert info["mode"] == "local" and ray.is_initialized() and started.error is None
+        assert info["mode"] == "local" and ray.is_initialized()
+        # the background start worked, or Ray itself timed out under load (seen once in make
+        # test at load ~4) and session() started Ray in the foreground, as it is meant to
+        assert started.error is None or "timed out" in str(started.error), started.error
         both = raytune.run(
             raytune.toy_trainable,
             {"offset": tune.grid_search([0.0, 10.0]), "x": tune.grid_search(xs)},

@@ -23,6 +23,7 @@ Off the CPU (CUDA, MPS) ``pmap`` is a plain loop: one device is shared, and the 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import importlib
 import os
 import random
@@ -49,6 +50,27 @@ def usable_cpus() -> int:
     import joblib
 
     return max(1, joblib.cpu_count())
+
+
+def is_pool_process(cmdline: list[str]) -> bool:
+    """True when a process's command line (``psutil.Process.cmdline()``) is one of this pool's:
+    loky's workers and its resource tracker. Used to leave them out of another tool's CPU count
+    (e.g. ``raytune.child_cpu_seconds``, which counts a notebook's Ray processes)."""
+    return any("joblib.externals.loky" in part for part in cmdline)
+
+
+def pool_cpu_seconds() -> float:
+    """CPU seconds (user + system) used so far by this process's live pool processes (``psutil``):
+    what ``time.process_time()`` misses of the work ``pmap`` handed to workers."""
+    import psutil
+
+    total = 0.0
+    for p in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if is_pool_process(p.cmdline()):
+                t = p.cpu_times()
+                total += t.user + t.system
+    return total
 
 
 def workers() -> int:

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-from ..core import paths
+from ..core import parallel, paths
 
 ROOT = paths.ROOT
 UTILS = Path(__file__).resolve().parents[1]  # the `utils` package shipped to a remote cluster
@@ -518,12 +518,15 @@ def per_group(make: Callable[[], object], key: str):
 
 def child_cpu_seconds() -> float:
     """CPU seconds (user + system) used so far by all live descendant processes of this one
-    (Ray's raylet, GCS, agents and workers when Ray runs locally). Call before shutdown."""
+    (Ray's raylet, GCS, agents and workers when Ray runs locally), except the worker processes
+    of ``utils.core.parallel``, which are not Ray's. Call before shutdown."""
     import psutil
 
     total = 0.0
     for p in psutil.Process().children(recursive=True):
         with contextlib.suppress(psutil.Error):
+            if parallel.is_pool_process(p.cmdline()):
+                continue
             t = p.cpu_times()
             total += t.user + t.system
     return total
