@@ -324,9 +324,10 @@ def test_bad_arguments_raise():
         stacked.fit_stacked(tr, x, y, epochs=1, batch_size=4, seeds=SEEDS, per_model_data=True)
 
 
+@pytest.mark.parametrize("sampling", ["shuffle", "replacement"])
 @pytest.mark.parametrize("grad_mode", stacked.GRAD_MODES)
 @pytest.mark.parametrize("per_model_data", [False, True])
-def test_a_model_trains_the_same_in_any_stack(grad_mode, per_model_data):
+def test_a_model_trains_the_same_in_any_stack(grad_mode, per_model_data, sampling):
     """Model i's run does not depend on its stack-mates, bit for bit (float32, as the notebooks
     train): so a notebook may split one stack into several, e.g. to train them side by side with
     parallel.pmap, and get the same numbers."""
@@ -350,6 +351,7 @@ def test_a_model_trains_the_same_in_any_stack(grad_mode, per_model_data):
             batch_size=8,
             seeds=[seeds[i] for i in idx],
             per_model_data=per_model_data,
+            sampling=sampling,
         )
         return tr.params
 
