@@ -6,6 +6,8 @@ They cannot be bit-identical: the stacked trainer steps with a per-model lr tens
 (``w.sub_(lr * d)``) where the class steps with a float (``w.add_(d, alpha=-lr)``), and vmapped
 gradients sum in another order; each differs by about one rounding (1e-16 relative) per step.
 A wrong formula (a missing bias correction, a momentum applied twice) differs by >= 1e-3.
+A model in a larger or smaller stack, by contrast, runs the same operations: on one thread it
+trains bit for bit the same (``test_a_model_trains_the_same_in_any_stack``).
 """
 
 import numpy as np
@@ -14,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils.core import train
+from utils.core import repro, train
 from utils.instruments import stacked
 from utils.scratch import optim
 
@@ -328,22 +330,28 @@ def test_bad_arguments_raise():
 @pytest.mark.parametrize("grad_mode", stacked.GRAD_MODES)
 @pytest.mark.parametrize("per_model_data", [False, True])
 def test_a_model_trains_the_same_in_any_stack(grad_mode, per_model_data, sampling):
-    """Model i's run does not depend on its stack-mates, bit for bit (float32, as the notebooks
-    train): so a notebook may split one stack into several, e.g. to train them side by side with
-    parallel.pmap, and get the same numbers."""
+    """On the CPU with one thread (as the notebooks train), model i's run does not depend on its
+    stack-mates, bit for bit, in float32: its weights, its loss at every step, its predictions.
+    So a notebook may cut one stack into several, e.g. to train them side by side with
+    parallel.pmap, and get the same numbers. (Unlike stacked vs separate runs, module docstring:
+    a sub-stack runs the very same vmapped operations.) With two threads, grad_mode="sum" can
+    differ in the last bit (measured: 2e-7 on a 1-model stack): its reduction splits by thread."""
     x, y = _data()
     x, seeds = x.float(), [*SEEDS, 41]
     xs = torch.stack([x, 2 * x, -x, x.flip(0)]) if per_model_data else x
     ys = torch.stack([y, (y + 1) % 3, y.flip(0), y]) if per_model_data else y
     lrs = [0.01, 0.03, 0.003, 0.01]
 
+    def make():  # a hidden layer as wide as the notebooks' (128)
+        return nn.Sequential(nn.Linear(5, 128), nn.Tanh(), nn.Linear(128, 3))
+
     def run(idx):
-        base, params = stacked.init_stack(lambda: _make().float(), [seeds[i] for i in idx])
+        base, params = stacked.init_stack(make, [seeds[i] for i in idx])
         tr = stacked.StackedTrainer(
             base, params, optimizer="adam", lr=[lrs[i] for i in idx], grad_mode=grad_mode
         )
         pick = (lambda t: t[list(idx)]) if per_model_data else (lambda t: t)
-        stacked.fit_stacked(
+        hist = stacked.fit_stacked(
             tr,
             pick(xs),
             pick(ys),
@@ -353,13 +361,21 @@ def test_a_model_trains_the_same_in_any_stack(grad_mode, per_model_data, samplin
             per_model_data=per_model_data,
             sampling=sampling,
         )
-        return tr.params
+        return tr.params, torch.as_tensor(hist["step_loss"]), tr.predict(x)
 
-    whole = run(range(4))
-    parts = [run([0, 2]), run([1]), run([3])]
-    for k, v in whole.items():
-        split = torch.stack([parts[0][k][0], parts[1][k][0], parts[0][k][1], parts[2][k][0]])
-        assert torch.equal(split, v), k
-    assert not torch.equal(whole["0.weight"][0], whole["0.weight"][2])  # the members differ
-    _, init = stacked.init_stack(lambda: _make().float(), seeds)
-    assert float((whole["0.weight"] - init["0.weight"]).abs().min()) > 0  # every member trained
+    with repro.num_threads(1):
+        whole = run(range(4))
+        parts = [run([0, 2]), run([1]), run([3])]
+    where = [(0, 0), (1, 0), (0, 1), (2, 0)]  # model i of the whole stack: (part, index in it)
+
+    def split(t, dim=0):
+        return torch.stack([parts[p][t].select(dim, i) for p, i in where], dim)
+
+    for k, v in whole[0].items():
+        assert torch.equal(torch.stack([parts[p][0][k][i] for p, i in where]), v), k
+    assert torch.equal(split(1, dim=1), whole[1])  # step_loss: [steps, models]
+    assert torch.equal(split(2), whole[2])  # predictions: [models, examples, classes]
+    w = whole[0]["0.weight"]
+    assert not torch.equal(w[0], w[2])  # the members differ
+    _, init = stacked.init_stack(make, seeds)
+    assert float((w - init["0.weight"]).abs().min()) > 0  # every member trained
