@@ -1,5 +1,6 @@
 """utils.core.parallel: pmap equals the plain loop bit for bit, and really uses other processes."""
 
+import concurrent.futures
 import os
 import random
 import time
@@ -222,6 +223,24 @@ def test_pmap_rejects_a_non_callable_and_a_non_iterable():
 def test_warm_with_one_worker_starts_nothing(monkeypatch):
     monkeypatch.setattr(parallel, "_executor", lambda n: pytest.fail("no pool for one worker"))
     parallel.warm(1)
+
+
+def test_a_worker_still_starting_gets_its_first_job_only_when_ready(monkeypatch):
+    starting = concurrent.futures.Future()  # warm()'s start-up job of a worker, not finished
+    monkeypatch.setattr(parallel, "_warming", [starting])
+    out = parallel.pmap(lambda v: (os.getpid(), v * v), range(5), n_workers=2)
+    assert out == [(os.getpid(), v * v) for v in range(5)]  # all here: no job waited for the worker
+    starting.set_result(os.getpid())  # the worker is ready now: nothing is left to hand it
+    ready = concurrent.futures.Future()
+    ready.set_result(0)  # a worker that finished starting takes jobs at once
+    monkeypatch.setattr(parallel, "_warming", [ready])
+    assert parallel.pmap(lambda v: v + 1, range(6), n_workers=2) == list(range(1, 7))
+
+
+def test_warm_then_pmap_uses_the_worker_once_it_is_ready(tmp_path):
+    parallel.warm(2)
+    job = _training_job(tmp_path)  # every job waits until two processes have started one
+    assert len({pid for pid, _, _ in parallel.pmap(job, range(4), n_workers=2)}) == 2
 
 
 def test_pool_processes_are_recognised_and_left_out_of_rays_cpu_count():

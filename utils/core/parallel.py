@@ -145,6 +145,7 @@ def _init_worker() -> None:
 
 
 _pool_size = 0  # the size the pool grew to here (it never shrinks: that kills workers)
+_warming: list[concurrent.futures.Future] = []  # warm()'s start-up jobs, one per worker started
 
 
 def _executor(n: int):
@@ -164,7 +165,9 @@ def warm(n_workers: int | None = None) -> None:
     A worker needs a few CPU-seconds to start: it imports torch, then the ``utils`` modules
     this process has imported, which the jobs' functions refer to. A notebook calls this at the
     end of its setup cell, so the workers start on an idle core while the first sections
-    compute. Does nothing when ``n_workers`` (default ``workers()``) is 1.
+    compute. Until a worker's start-up is done, ``pmap`` gives it no job (this process computes
+    them instead), so an early ``pmap`` never waits for a worker that is still importing.
+    Does nothing when ``n_workers`` (default ``workers()``) is 1.
 
     Raises:
         TypeError, ValueError: ``n_workers`` not a positive int.
@@ -173,8 +176,7 @@ def warm(n_workers: int | None = None) -> None:
     if n >= 1:
         modules = tuple(sorted(m for m in sys.modules if m == "utils" or m.startswith("utils.")))
         ex = _executor(n)
-        for _ in range(n):
-            ex.submit(_ready, modules)
+        _warming[:] = [ex.submit(_ready, modules) for _ in range(n)]
 
 
 def pmap(fn: Callable[[T], R], jobs: Iterable[T], *, n_workers: int | None = None) -> list[R]:
@@ -226,8 +228,11 @@ def _shared(call: _Job, jobs: list, ex, n_pool: int) -> list:
     """Jobs from the front go to the pool's workers, from the back to this process.
 
     A worker's next job is submitted by the done-callback of its last one, so no process waits
-    while another still has jobs to hand out. The first failure (a job's exception, a
-    submission refused by a broken pool) stops the handing out.
+    while another still has jobs to hand out. A worker that ``warm()`` is still starting gets its
+    first job when its start-up job finishes: until then this process takes jobs from the back,
+    and may finish them all (a job handed to the pool cannot be taken back, so handing one to a
+    worker that is still importing torch would make this process wait for it). The first failure
+    (a job's exception, a submission refused by a broken pool) stops the handing out.
     """
     results: list = [None] * len(jobs)
     lock = threading.Lock()
@@ -259,8 +264,11 @@ def _shared(call: _Job, jobs: list, ex, n_pool: int) -> list:
         fut.add_done_callback(submit_next)
 
     try:
-        for _ in range(n_pool):
+        starting = [f for f in _warming if not f.done()][:n_pool]
+        for _ in range(n_pool - len(starting)):
             submit_next()
+        for f in starting:  # called at once if it finished meanwhile
+            f.add_done_callback(lambda _: submit_next())
         while True:
             with lock:
                 if todo["front"] >= todo["back"]:
