@@ -220,6 +220,19 @@ def test_pmap_rejects_a_non_callable_and_a_non_iterable():
         parallel.pmap(abs, 5)
 
 
+def test_split_cuts_like_numpy_array_split(monkeypatch):
+    for n in range(0, 8):
+        for parts in range(1, 5):
+            want = [a.tolist() for a in np.array_split(np.arange(n), min(parts, max(1, n)))]
+            assert parallel.split(range(n), parts) == want
+    monkeypatch.setenv("LAB_WORKERS", "1")
+    assert parallel.split([3, 1, 2]) == [[3, 1, 2]]  # default: one piece per process
+    with pytest.raises(ValueError, match="parts must be >= 1"):
+        parallel.split([1], 0)
+    with pytest.raises(TypeError, match="parts must be an int"):
+        parallel.split([1], 2.0)
+
+
 def test_warm_with_one_worker_starts_nothing(monkeypatch):
     monkeypatch.setattr(parallel, "_executor", lambda n: pytest.fail("no pool for one worker"))
     parallel.warm(1)

@@ -100,6 +100,30 @@ def workers() -> int:
     return max(1, usable_cpus() // repro.lab_threads() // sharing)
 
 
+def split(items: Iterable[T], parts: int | None = None) -> list[list[T]]:
+    """``items`` cut into ``parts`` contiguous pieces of near-equal length, in order, like
+    ``numpy.array_split`` (the first pieces one longer); never more pieces than items.
+
+    Used to cut a stack of independent models into one stack per process (``parts`` defaults to
+    ``workers()``): a model's numbers do not depend on its stack-mates (``tests/test_stacked.py``),
+    so any cut gives the numbers of one uncut stack.
+
+    Raises:
+        TypeError, ValueError: ``parts`` not a positive int.
+    """
+    if parts is None:
+        parts = workers()
+    if not isinstance(parts, int) or isinstance(parts, bool):
+        raise TypeError(f"parts must be an int or None, got {type(parts).__name__}")
+    if parts < 1:
+        raise ValueError(f"parts must be >= 1, got {parts}")
+    items = list(items)
+    n = min(parts, max(1, len(items)))
+    size, extra = divmod(len(items), n)
+    bounds = [i * size + min(i, extra) for i in range(n + 1)]
+    return [items[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
 def _rng_states() -> tuple:
     return torch.get_rng_state(), np.random.get_state(), random.getstate()
 
