@@ -3,13 +3,14 @@
 import concurrent.futures
 import os
 import random
+import sys
 import time
 
 import numpy as np
 import pytest
 import torch
 
-from utils.core import parallel
+from utils.core import parallel, paths
 
 
 def _meet(folder, n=2, timeout_s=60.0):
@@ -272,3 +273,98 @@ def test_pool_processes_are_recognised_and_left_out_of_rays_cpu_count():
     assert not parallel.is_pool_process(psutil.Process().cmdline())
     assert raytune.child_cpu_seconds() < 0.5  # the worker's 0.6 CPU-s (and more) are not counted
     assert parallel.pool_cpu_seconds() > 0.6  # ... they are the pool's
+
+
+def _tracker_and_pool_children() -> list[str]:
+    import psutil
+
+    found = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            line = " ".join(p.cmdline())
+        except psutil.Error:
+            continue
+        if "resource_tracker" in line or parallel.is_pool_process(p.cmdline()):
+            found.append(line)
+    return found
+
+
+def test_stop_pool_ends_the_workers_and_the_trackers_and_a_new_pool_starts_after():
+    pids = set(parallel.pmap(lambda _: os.getpid(), range(4), n_workers=2))
+    assert _tracker_and_pool_children()  # a worker and the trackers that ignore SIGTERM
+    assert parallel.stop_pool() is True
+    assert _tracker_and_pool_children() == []  # nothing left for a kernel's shutdown to wait for
+    assert parallel.stop_pool() is False  # nothing to stop
+    job = _training_job_pid_only()
+    again = parallel.pmap(job, range(4), n_workers=2)
+    assert len(set(again)) == 2 and not (set(again) - {os.getpid()}) & pids  # a fresh worker
+
+
+def _training_job_pid_only():
+    def job(_):
+        end = time.process_time() + 0.3  # long enough that both processes take a job
+        while time.process_time() < end:
+            pass
+        return os.getpid()
+
+    return job
+
+
+class _FakeKernel:
+    def __init__(self):
+        self.calls = []
+
+    def do_shutdown(self, restart):
+        self.calls.append(restart)
+        return {"status": "ok", "restart": restart}
+
+
+def test_a_kernels_shutdown_stops_the_pool_first(monkeypatch):
+    import types
+
+    kernel = _FakeKernel()
+    shell = types.SimpleNamespace(kernel=kernel)
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: shell))
+    stopped = []
+    monkeypatch.setattr(parallel, "stop_pool", lambda: stopped.append(len(kernel.calls)))
+    parallel._stop_with_the_kernel()
+    parallel._stop_with_the_kernel()  # wrapped once, however many pools start
+    assert kernel.do_shutdown(True) == {"status": "ok", "restart": True}
+    assert stopped == [0] and kernel.calls == [True]  # the pool stopped first
+
+    def broken():
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(parallel, "stop_pool", broken)
+    assert kernel.do_shutdown(False)["restart"] is False  # a failure never blocks the shutdown
+
+
+def test_outside_a_kernel_nothing_is_wrapped(monkeypatch):
+    monkeypatch.delitem(sys.modules, "IPython", raising=False)
+    parallel._stop_with_the_kernel()  # no IPython loaded: returns without importing it
+    assert "IPython" not in sys.modules
+
+
+def test_a_real_kernel_with_a_pool_shuts_down_without_being_terminated():
+    """ipykernel terminates the kernel's children at shutdown; the trackers ignore SIGTERM, so
+    without stop_pool jupyter_client has to terminate the kernel itself (its status says so)."""
+    from jupyter_client.manager import KernelManager, _ShutdownStatus
+
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel(cwd=str(paths.ROOT))
+    try:
+        kc = km.client()
+        kc.start_channels()
+        kc.wait_for_ready(timeout=120)
+        out = []
+        reply = kc.execute_interactive(
+            "from utils.core import parallel\nimport os\n"
+            "print(len(set(parallel.pmap(lambda _: os.getpid(), range(6), n_workers=2))) >= 1)",
+            timeout=120,
+            output_hook=lambda msg: out.append(msg["content"].get("text", "")),
+        )
+        assert reply["content"]["status"] == "ok" and "True" in "".join(out)
+        kc.stop_channels()
+    finally:
+        km.shutdown_kernel(now=False)
+    assert km._shutdown_status == _ShutdownStatus.ShutdownRequest  # not Sigterm- or SigkillRequest
