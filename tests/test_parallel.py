@@ -368,3 +368,22 @@ def test_a_real_kernel_with_a_pool_shuts_down_without_being_terminated():
     finally:
         km.shutdown_kernel(now=False)
     assert km._shutdown_status == _ShutdownStatus.ShutdownRequest  # not Sigterm- or SigkillRequest
+
+
+def test_a_workers_progress_bars_take_no_multiprocessing_lock():
+    """tqdm's default lock holds a multiprocessing RLock, which a worker registers with the
+    resource tracker; stop_pool kills workers, so the tracker would report it as leaked."""
+
+    def lock_of(_):
+        import threading
+
+        from tqdm import tqdm
+
+        end = time.process_time() + 0.3  # long enough that both processes take a job
+        while time.process_time() < end:
+            pass
+        return os.getpid(), isinstance(tqdm.get_lock(), type(threading.RLock()))
+
+    got = dict(parallel.pmap(lock_of, range(4), n_workers=2))
+    got.pop(os.getpid(), None)
+    assert got and all(got.values())

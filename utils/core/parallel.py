@@ -161,6 +161,12 @@ def _ready(modules: tuple[str, ...] = ()) -> int:
 
 def _init_worker() -> None:
     os.environ["LAB_PROGRESS"] = "0"  # a worker's bars would go to the terminal, not the notebook
+    # tqdm's default lock holds a multiprocessing RLock, which a loky worker registers with the
+    # resource tracker; stop_pool kills the workers, so the tracker would report it as leaked.
+    # A worker's bars are off and never shared across processes: a thread lock is enough.
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
     # loky restarts a worker whose memory grew by 300 MB since its first job, to contain leaks.
     # A training run's working set (activations, torch's cached allocations, the job's data)
     # is that large without leaking, and a restart costs a fresh torch import (~3 CPU-s), so
