@@ -387,3 +387,19 @@ def test_a_workers_progress_bars_take_no_multiprocessing_lock():
     got = dict(parallel.pmap(lock_of, range(4), n_workers=2))
     got.pop(os.getpid(), None)
     assert got and all(got.values())
+
+
+def test_stop_pool_keeps_a_tracker_that_a_live_semaphore_still_needs():
+    import gc
+    import multiprocessing
+    from multiprocessing import resource_tracker
+
+    parallel.pmap(_training_job_pid_only(), range(2), n_workers=2)
+    lock = multiprocessing.get_context("spawn").Lock()  # registered with multiprocessing's tracker
+    parallel.stop_pool()
+    # stopped now, the tracker would be started again when the lock unregisters (at exit)
+    assert resource_tracker._resource_tracker._pid is not None
+    del lock
+    gc.collect()
+    assert parallel.stop_pool() is True
+    assert resource_tracker._resource_tracker._pid is None

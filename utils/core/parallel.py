@@ -32,6 +32,7 @@ import os
 import random
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -43,6 +44,8 @@ from utils.core import repro
 _ENV_WORKERS = "LAB_WORKERS"
 _IDLE_TIMEOUT_S = 600  # workers stay alive this long between calls (a whole notebook)
 _LEAK_LIMIT_BYTES = 4 * 2**30  # memory growth at which a worker is restarted (see _init_worker)
+_STOP_WAIT_S = 1.0  # how long stop_pool waits for the pool's semaphores to be released
+_LOKY_SYNC = "joblib.externals.loky.backend.synchronize"  # the module of the pool's semaphores
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -203,8 +206,9 @@ def stop_pool() -> bool:
     design (``multiprocessing.resource_tracker.main``), so a kernel that had used the pool took
     2.5 s to shut down or restart, until jupyter_client terminated it (half of its
     ``shutdown_wait_time``); with the pool stopped first it takes what a kernel without one takes.
-    Not for use mid-notebook beside other ``multiprocessing`` users in this process: a stopped
-    tracker forgets, and on exit cleans up, what they registered with it.
+    A tracker that a live semaphore of this process is still registered with (another
+    ``multiprocessing`` user's) is left running: stopped, it would unlink that semaphore, and the
+    semaphore's own clean-up would start it again.
 
     Returns:
         True if a pool was running and was stopped.
@@ -223,14 +227,36 @@ def stop_pool() -> bool:
         ex.shutdown(wait=True, kill_workers=True)
         del ex
     # the pool's queues hold semaphores registered with the trackers: they must be collected
-    # (and so unregistered) before a tracker stops, or it reports and unlinks them as leaked
+    # (and so unregistered) before a tracker stops, or it reports and unlinks them as leaked.
+    # loky's threads may hold the last references a moment longer: wait for them, briefly.
+    deadline = time.monotonic() + _STOP_WAIT_S
     gc.collect()
+    while _live_semaphores(_LOKY_SYNC) and time.monotonic() < deadline:
+        time.sleep(0.01)
+        gc.collect()
     stopped = False
-    for tracker in (loky_tracker._resource_tracker, mp_tracker._resource_tracker):
-        if getattr(tracker, "_pid", None) is not None:
+    for tracker, module in (
+        (loky_tracker._resource_tracker, _LOKY_SYNC),
+        (mp_tracker._resource_tracker, "multiprocessing.synchronize"),
+    ):
+        # a semaphore still alive would unregister at exit and so start the tracker again
+        if getattr(tracker, "_pid", None) is not None and not _live_semaphores(module):
             tracker._stop()
             stopped = True
     return stopped
+
+
+def _live_semaphores(module: str) -> int:
+    """Named semaphores of ``module``'s ``SemLock`` still alive in this process: each has a
+    pending ``multiprocessing.util.Finalize`` that unregisters it from its resource tracker when
+    it is collected, or at exit."""
+    from multiprocessing import util
+
+    return sum(
+        getattr(getattr(f, "_callback", None), "__qualname__", "") == "SemLock._cleanup"
+        and getattr(f._callback, "__module__", "") == module
+        for f in list(util._finalizer_registry.values())
+    )
 
 
 def _stop_with_the_kernel() -> None:
