@@ -27,7 +27,8 @@ SOLUTIONS = {
     "04.2": attention,
     # the weights fit only the encodings of the positions seen in training
     "04.3": "b",
-    # a ViT applies each weight once per token; smaller patches give more tokens
+    # smaller patches give more tokens: each weight is applied once per token, and the
+    # parameter-free attention products QK^T and AV grow as the square of the token count
     "04.4": "a",
 }
 
