@@ -201,3 +201,11 @@ def test_table_rounds_numbers_and_renders_html_without_noise():
 def test_table_rejects_bad_input(args, exc, word):
     with pytest.raises(exc, match=word):
         V.table(*args)
+
+
+def test_relation_reads_the_interval_of_the_mean():
+    assert V.relation([0.5, 0.6, 0.55, 0.52]) == "above"
+    assert V.relation([-0.5, -0.6, -0.55, -0.52]) == "below"
+    assert V.relation([0.5, -0.4, 0.1, -0.2]) == "not detectably different from"
+    low, high = V.interval([0.5, -0.4, 0.1, -0.2])
+    assert low < 0 < high  # the case above really straddles zero

@@ -125,6 +125,15 @@ def hi(values) -> float:
     return interval(values)[1]
 
 
+def relation(values) -> str:
+    """How the mean of ``values`` (e.g. paired differences over seeds) compares with zero, judged by
+    its 95 % interval (:func:`interval`): ``"above"``, ``"below"`` or ``"not detectably different
+    from"``, for prose such as ``f"{relation(a - b)} zero"`` about a half that is reported, not
+    asserted."""
+    low, high = interval(values)
+    return "above" if low > 0 else "below" if high < 0 else "not detectably different from"
+
+
 def within(values, delta: float) -> bool:
     """True when the whole 95 % interval of the mean lies inside ``(-delta, +delta)``.
 
