@@ -282,6 +282,17 @@ def test_head_accuracy_measures_forgetting_only_when_the_backbone_moves():
     assert results["full"][-1] < results["full"][0] - 0.2  # a moving backbone does
 
 
+def test_steps_to_reach_held_counts_only_a_level_kept_to_the_end():
+    # touches 0.6 at step 5, drops, then stays from step 15: held gives 15, the first crossing 5
+    steps, curve = [0, 5, 10, 15, 20], [0.1, 0.6, 0.5, 0.7, 0.65]
+    assert T.steps_to_reach(steps, curve, 0.6) == 5.0
+    assert T.steps_to_reach(steps, curve, 0.6, held=True) == 15.0
+    assert T.steps_to_reach([0, 5], [0.7, 0.8], 0.6, held=True) == 0.0
+    assert T.steps_to_reach([0, 5, 10], [0.7, 0.8, 0.5], 0.6, held=True) == math.inf
+    with pytest.raises(ValueError):
+        T.steps_to_reach([0, 5], [0.1], 0.5, held=True)
+
+
 def test_steps_to_reach():
     assert T.steps_to_reach([0, 5, 10], [0.1, 0.6, 0.9], 0.6) == 5.0
     assert T.steps_to_reach([0, 5, 10], [0.7, 0.6, 0.9], 0.6) == 0.0

@@ -309,12 +309,19 @@ def linear_probe(
     return probe.eval(), hist
 
 
-def steps_to_reach(steps: Sequence[int], curve: Sequence[float], target: float) -> float:
+def steps_to_reach(
+    steps: Sequence[int], curve: Sequence[float], target: float, *, held: bool = False
+) -> float:
     """First step at which ``curve`` reaches ``target`` (>=); ``inf`` if it never does.
+
+    With ``held=True``, the first step from which ``curve`` stays at or above ``target`` to its
+    end (``inf`` if its last value is below). A noisy curve touches a level by chance more often
+    the more often it is evaluated, so the first crossing (the default) is the optimistic reading.
 
     Args:
         steps: evaluation steps, increasing. curve: the metric at those steps (same length).
         target: the level to reach (e.g. the from-scratch model's final accuracy).
+        held: count a step only if the curve never falls below ``target`` afterwards.
 
     Raises:
         ValueError: for sequences of different length or empty.
@@ -324,6 +331,11 @@ def steps_to_reach(steps: Sequence[int], curve: Sequence[float], target: float) 
             f"steps and curve must be non-empty and of equal length, got "
             f"{len(steps)} and {len(curve)}"
         )
+    if held:
+        below = [i for i, v in enumerate(curve) if not v >= target]
+        if not below:
+            return float(steps[0])
+        return math.inf if below[-1] == len(curve) - 1 else float(steps[below[-1] + 1])
     for s, v in zip(steps, curve, strict=True):
         if v >= target:
             return float(s)
