@@ -84,10 +84,26 @@ def test_determinism_toggles_and_report(monkeypatch):
 def test_setup_returns_seeds_and_device(monkeypatch):
     monkeypatch.setenv("LAB_SEED", "0")
     try:
-        s, dev = repro.setup(4)
+        s, dev = repro.setup(4, freeze_imports=False)
     finally:
         repro.determinism(False)
     assert s == repro.seeds(4) and isinstance(dev, torch.device)
+
+
+def test_setup_freezes_the_objects_alive_then_out_of_the_garbage_collector():
+    import gc
+
+    before = gc.get_freeze_count()
+    try:
+        repro.setup(2, freeze_imports=False)
+        assert gc.get_freeze_count() == before
+        repro.setup(2)
+        assert gc.get_freeze_count() > before
+    finally:
+        gc.unfreeze()
+        repro.determinism(False)
+    with pytest.raises(TypeError, match="freeze_imports"):
+        repro.setup(2, freeze_imports=1)
 
 
 def test_lab_threads_and_num_threads(monkeypatch):
@@ -116,7 +132,7 @@ def test_setup_pins_the_thread_count(monkeypatch):
     before = torch.get_num_threads()
     monkeypatch.setenv("LAB_THREADS", "1")
     try:
-        repro.setup(3)
+        repro.setup(3, freeze_imports=False)
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)

@@ -9,6 +9,7 @@ every run and the same ``LAB_SEED`` reproduces every number on the same machine.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import platform
 import random
@@ -184,18 +185,34 @@ def num_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def setup(n_seeds: int = 3) -> tuple[list[int], torch.device]:
+def setup(n_seeds: int = 3, *, freeze_imports: bool = True) -> tuple[list[int], torch.device]:
     """Notebook preamble: threads, determinism, base seed, ``n_seeds`` seeds and the device.
 
     Sets ``torch.set_num_threads(lab_threads())`` (1 unless ``LAB_THREADS`` says otherwise),
-    so ``make lab`` and ``make test`` compute the same numbers.
+    so ``make lab`` and ``make test`` compute the same numbers. Call it after the imports.
+
+    Args:
+        n_seeds: how many derived seeds to return (int >= 1).
+        freeze_imports: move every object alive now (the imported libraries: about 580,000
+            objects in notebook 02, which imports torch, Ray, scipy and sklearn) out of the
+            cyclic garbage collector's reach with ``gc.freeze()``. They are never garbage, yet
+            every full collection walks them: one in 02's run, and two at kernel exit (IPython's
+            reset and ``parallel.stop_pool``). Measured on a 2-core machine, 02's kernel exit
+            took 2.9 s, and 0.5 s with them frozen. Objects created later are collected as usual.
 
     Returns:
         (seeds, device) where seeds is ``seeds(n_seeds)``.
+
+    Raises:
+        TypeError: ``freeze_imports`` not a bool.
     """
+    if not isinstance(freeze_imports, bool):
+        raise TypeError(f"freeze_imports must be a bool, got {type(freeze_imports).__name__}")
     torch.set_num_threads(lab_threads())
     determinism(True)
     set_seed(base_seed())
+    if freeze_imports:
+        gc.freeze()
     return seeds(n_seeds), device()
 
 
